@@ -1,0 +1,317 @@
+"""One `Settings` object, built once, with one precedence written down here and nowhere else:
+
+    flag  >  HPCENV_* environment variable  >  user config (~/.config/hpcenv/config.toml)
+          >  site config (/etc/hpcenv/site.toml, or $HPCENV_SITE_CONFIG)  >  default
+
+The storage root is special only in its last fallback: after the flag, `HPCENV_STORAGE` and the
+config files' `storage` key, it is the value of the site's storage variable (the setting
+`storage_var`, default `global_storage`, so `$global_storage` on our first site).
+
+Every config key has a type in `SCHEMA`; an unknown key or a wrong type is a `ConfigError`
+(exit 2) naming the file, the line and the key. Each key `a.b` can also be set by the
+environment variable `HPCENV_A_B`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from hpcenv.errors import ConfigError
+
+DEFAULT_SITE_CONFIG = "/etc/hpcenv/site.toml"
+
+DEFAULT_GPU_PACKAGES = (
+    "pytorch",
+    "torchvision",
+    "torchaudio",
+    "libtorch",
+    "jaxlib",
+    "tensorflow",
+    "tensorflow-base",
+    "cupy",
+    "cupy-core",
+    "onnxruntime",
+)
+
+# key -> (type, default). Types: str, bool, int, float, "path", "size", ("list", str), ("map", str)
+SCHEMA: dict[str, tuple[Any, Any]] = {
+    "storage": ("path", None),
+    "storage_var": (str, "global_storage"),
+    "redirect": (("list", str), (".cache", ".conda")),
+    "allow_home": (bool, False),
+    "channels": (("list", str), ("conda-forge",)),
+    "channel_alias": (str, "https://conda.anaconda.org"),
+    "mirrors": (("map", str), {}),
+    "no_user_site": (bool, True),
+    "lock_timeout": (float, 60.0),
+    "home_quota": ("size", None),
+    "shared_root": ("path", None),
+    "scheduler.partition": (str, None),
+    "scheduler.gpu_partition": (str, None),
+    "scheduler.gres": (str, "--gres=gpu:{n}"),
+    "scheduler.module_lines": (("list", str), ()),
+    "scheduler.log_dir": ("path", None),
+    "gpu.cuda_version": (str, None),
+    "gpu.packages": (("list", str), DEFAULT_GPU_PACKAGES),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything hpcenv reads from flags, environment and config files, resolved once."""
+
+    home: Path
+    storage: Path | None
+    storage_source: str
+    storage_var: str = "global_storage"
+    redirect: tuple[str, ...] = (".cache", ".conda")
+    allow_home: bool = False
+    channels: tuple[str, ...] = ("conda-forge",)
+    channel_alias: str = "https://conda.anaconda.org"
+    mirrors: Mapping[str, str] = field(default_factory=dict)
+    no_user_site: bool = True
+    lock_timeout: float = 60.0
+    home_quota: int | None = None
+    shared_root: Path | None = None
+    partition: str | None = None
+    gpu_partition: str | None = None
+    gres: str = "--gres=gpu:{n}"
+    module_lines: tuple[str, ...] = ()
+    log_dir: Path | None = None
+    gpu_cuda_version: str | None = None
+    gpu_packages: tuple[str, ...] = DEFAULT_GPU_PACKAGES
+    user_config: Path | None = None
+    site_config: Path | None = None
+    verbose: int = 0
+    quiet: bool = False
+
+    def with_flags(self, **flags: Any) -> Settings:
+        """A copy with command flags applied (flags win over everything)."""
+        return replace(self, **{k: v for k, v in flags.items() if v is not None})
+
+
+_FIELD_FOR_KEY = {
+    "scheduler.partition": "partition",
+    "scheduler.gpu_partition": "gpu_partition",
+    "scheduler.gres": "gres",
+    "scheduler.module_lines": "module_lines",
+    "scheduler.log_dir": "log_dir",
+    "gpu.cuda_version": "gpu_cuda_version",
+    "gpu.packages": "gpu_packages",
+}
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
+
+
+def parse_size(text: str) -> int | None:
+    """'10G' -> 10737418240 (binary units, as quota tools print them); None if not a size."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        return None
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+def _load_toml(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}, ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path}: invalid TOML: {exc}", hint="fix the file or move it away"
+        ) from exc
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """The line where `key` (dotted: its last part under its table) is set, for messages."""
+    table, _, leaf = key.rpartition(".")
+    in_table = not table
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            in_table = stripped.strip("[] ") == table
+            continue
+        if in_table and re.match(rf"^{re.escape(leaf)}\s*=", stripped):
+            return number
+        if re.match(rf"^{re.escape(key)}\s*=", stripped):
+            return number
+    return None
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted not in SCHEMA:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _convert(key: str, value: Any, where: str) -> Any:
+    kind, _ = SCHEMA[key]
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(
+            f"{where}: key '{key}' must be {expected}, not {value!r}",
+            hint=f"fix '{key}' in that file",
+        )
+
+    if kind == "path":
+        if not isinstance(value, str) or not value:
+            raise bad("a path string")
+        return Path(os.path.expandvars(os.path.expanduser(value)))
+    if kind == "size":
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        size = parse_size(value) if isinstance(value, str) else None
+        if size is None:
+            raise bad("a size such as 10G or a number of bytes")
+        return size
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if isinstance(kind, tuple) and kind[0] == "list":
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        return tuple(value)
+    if isinstance(kind, tuple) and kind[0] == "map":
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise bad("a table of strings")
+        return dict(value)
+    raise AssertionError(kind)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The validated settings of one TOML file, keyed by dotted name (`scheduler.partition`)."""
+    data, text = _load_toml(path)
+    values: dict[str, Any] = {}
+    for key, value in _flatten(data).items():
+        line = _line_of(text, key)
+        where = f"{path}, line {line}" if line else str(path)
+        if key not in SCHEMA:
+            known = ", ".join(sorted(SCHEMA))
+            raise ConfigError(
+                f"{where}: unknown key '{key}'", hint=f"remove it; known keys: {known}"
+            )
+        values[key] = _convert(key, value, where)
+    return values
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, (kind, _) in SCHEMA.items():
+        name = "HPCENV_" + key.upper().replace(".", "_")
+        raw = environ.get(name)
+        if raw is None or raw == "":
+            continue
+        where = f"environment variable {name}"
+        value: Any = raw
+        if kind is bool:
+            low = raw.strip().lower()
+            if low not in ("1", "0", "true", "false", "yes", "no"):
+                raise ConfigError(f"{where} must be 1/0/true/false, not {raw!r}")
+            value = low in ("1", "true", "yes")
+        elif kind is float:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{where} must be a number, not {raw!r}") from None
+        elif isinstance(kind, tuple) and kind[0] == "list":
+            value = [part.strip() for part in raw.split(",") if part.strip()]
+        elif isinstance(kind, tuple) and kind[0] == "map":
+            pairs = [part.split("=", 1) for part in raw.split(",") if part.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ConfigError(f"{where} must be NAME=URL pairs separated by commas")
+            value = {k.strip(): v.strip() for k, v in pairs}
+        values[key] = _convert(key, value, where)
+    return values
+
+
+def user_config_path(environ: Mapping[str, str], home: Path) -> Path:
+    base = environ.get("XDG_CONFIG_HOME") or str(home / ".config")
+    return Path(base) / "hpcenv" / "config.toml"
+
+
+def load_settings(
+    *,
+    storage: Path | None = None,
+    config: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    verbose: int = 0,
+    quiet: bool = False,
+) -> Settings:
+    """Resolve the settings once: flags (the arguments) > env > user config > site config."""
+    env = os.environ if environ is None else environ
+    home = Path(env.get("HOME") or os.path.expanduser("~"))
+    site_path = Path(env.get("HPCENV_SITE_CONFIG") or DEFAULT_SITE_CONFIG)
+    user_path = config if config is not None else user_config_path(env, home)
+    if config is not None and not config.is_file():
+        raise ConfigError(f"config file {config} does not exist", hint="check the --config path")
+
+    merged: dict[str, Any] = {key: default for key, (_, default) in SCHEMA.items()}
+    sources: dict[str, str] = {}
+    for source, values in (
+        (f"site config {site_path}", read_config_file(site_path)),
+        (f"user config {user_path}", read_config_file(user_path)),
+        ("environment", _from_env(env)),
+    ):
+        for key, value in values.items():
+            merged[key] = value
+            sources[key] = source
+
+    root: Path | None
+    if storage is not None:
+        root, storage_source = storage, "--storage"
+    elif merged["storage"] is not None:
+        root = merged["storage"]
+        storage_source = (
+            "HPCENV_STORAGE" if sources.get("storage") == "environment" else sources["storage"]
+        )
+    else:
+        var = merged["storage_var"]
+        root = Path(env[var]) if env.get(var) else None
+        storage_source = f"${var}"
+    if root is not None:
+        root = Path(os.path.abspath(os.path.expanduser(str(root))))
+
+    kwargs = {_FIELD_FOR_KEY.get(key, key): value for key, value in merged.items()}
+    kwargs.pop("storage")
+    return Settings(
+        home=home,
+        storage=root,
+        storage_source=storage_source,
+        user_config=user_path,
+        site_config=site_path,
+        verbose=verbose,
+        quiet=quiet,
+        **kwargs,
+    )

@@ -1,0 +1,399 @@
+"""`hpcenv setup` and `--undo` on real files and real filesystems, with fault injection."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hpcenv import migrate
+from hpcenv.errors import RefusedError, UsageError
+from hpcenv.storage import Layout, check_storage
+from tests.conftest import IS_ROOT, run_as_user
+from tests.fs import cli_env, file_digests, hpcenv, make_caches, snapshot, tmpfs
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    home, storage = tmp_path / "home", tmp_path / "storage"
+    home.mkdir()
+    storage.mkdir()
+    return home, storage
+
+
+def setup(home: Path, storage: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return hpcenv("setup", "--yes", *args, env=cli_env(home, storage, **env))
+
+
+def test_setup_on_fresh_home_creates_storage_dirs_and_links(dirs):
+    home, storage = dirs
+    result = setup(home, storage)
+    assert result.returncode == 0, result.stderr
+    for name in (".cache", ".conda"):
+        assert os.readlink(home / name) == str(storage / name)
+        assert (storage / name).is_dir()
+    assert oct((storage / ".hpcenv").stat().st_mode & 0o777) == "0o700"
+
+
+def test_setup_moves_existing_caches_and_loses_nothing(dirs):
+    home, storage = dirs
+    make_caches(home, storage)
+    before_home = file_digests(home / ".cache")
+    result = setup(home, storage)
+    assert result.returncode == 0, result.stderr
+    after = file_digests(storage / ".cache")
+    conflicts = list((storage / ".hpcenv" / "conflicts").glob("*/cache"))
+    assert len(conflicts) == 1
+    kept_aside = file_digests(conflicts[0])
+    for rel, digest in before_home.items():
+        assert after.get(rel) == digest or kept_aside.get(rel) == digest, rel
+    # storage's own files survive, and the conflict did not overwrite storage's copy
+    assert (storage / ".cache/kept/storage-only.txt").read_text() == "mine\n"
+    assert (storage / ".cache/pip/selfcheck.json").read_text() == '{"storage": true}\n'
+    assert (conflicts[0] / "pip/selfcheck.json").read_text() == '{"home": true}\n'
+    # hardlinks, symlinks (dangling too), modes and odd names arrive as they were
+    moved = storage / ".cache"
+    assert os.path.samefile(moved / "pip/hardlink-to-blob", moved / "pip/http/a b/blob")
+    assert os.readlink(moved / "pip/relative-link") == "http/a b/blob"
+    assert os.readlink(moved / "dangling-link") == "/nonexistent/target"
+    assert (moved / "secret").stat().st_mode & 0o777 == 0o600
+    assert (moved / "empty/deeper").is_dir()
+    assert os.path.exists(os.path.join(os.fsencode(moved), b"caf\xe9-latin1"))
+    assert "conflicts" in result.stdout.lower()
+
+
+def test_setup_is_idempotent_when_already_linked(dirs):
+    home, storage = dirs
+    make_caches(home, storage)
+    assert setup(home, storage).returncode == 0
+    before = snapshot(home, storage)
+    again = setup(home, storage, "--json")
+    assert again.returncode == 0
+    assert snapshot(home, storage) == before
+    import json
+
+    report = json.loads(again.stdout)["result"]
+    assert [d["action"] for d in report["dirs"]] == ["none", "none"]
+
+
+@pytest.mark.parametrize(
+    "make_link, fragment",
+    [
+        (lambda home, other: os.symlink(other, home / ".cache"), "is a symlink to"),
+        (lambda home, other: os.symlink(other / "gone", home / ".cache"), "dangling symlink"),
+        (lambda home, other: (home / ".cache").write_text("a file"), "not a directory"),
+    ],
+    ids=["symlink-elsewhere", "dangling-symlink", "regular-file"],
+)
+def test_setup_refuses_what_it_did_not_make_and_changes_nothing(dirs, make_link, fragment):
+    home, storage = dirs
+    other = home.parent / "elsewhere"
+    other.mkdir()
+    (home / ".conda").mkdir()
+    (home / ".conda" / "keep").write_text("x")
+    make_link(home, other)
+    before = snapshot(home, storage, other)
+    result = setup(home, storage)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "hint:" in lines[0]
+    assert snapshot(home, storage, other) == before
+
+
+@pytest.mark.parametrize(
+    "storage_of, fragment",
+    [
+        (lambda home, tmp: tmp / "missing", "does not exist"),
+        (lambda home, tmp: home, "is your home directory"),
+        (lambda home, tmp: home / "inside", "inside your home"),
+        (lambda home, tmp: tmp / "a-file", "not a directory"),
+    ],
+    ids=["missing", "equal-to-home", "inside-home", "a-file"],
+)
+def test_setup_refuses_bad_storage_and_changes_nothing(dirs, storage_of, fragment):
+    home, _ = dirs
+    (home / "inside").mkdir()
+    (home.parent / "a-file").write_text("")
+    make_caches(home, home.parent / "storage")
+    storage = storage_of(home, home.parent)
+    before = snapshot(home.parent)
+    result = setup(home, storage)
+    assert result.returncode == 2, result.stderr
+    assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(home.parent) == before
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root to act as another user")
+def test_setup_refuses_storage_not_writable_by_the_user(tmp_path):
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="hpcenv-nw-"))  # pytest's tmp_path is 0700: not for nobody
+    home, storage = base / "home", base / "storage"
+    home.mkdir(parents=True)
+    storage.mkdir()
+    base.chmod(0o755)
+    storage.chmod(0o755)  # owned by root: not writable by nobody
+    os.chown(home, 65534, 65534)
+    try:
+        with pytest.raises(UsageError, match="not writable"):
+            run_as_user("nobody", check_storage, Layout(home=home, root=storage))
+    finally:
+        import shutil
+
+        shutil.rmtree(base)
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(dirs):
+    home, storage = dirs
+    make_caches(home, storage)
+    before = snapshot(home, storage)
+    result = setup(home, storage, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "move" in result.stdout and ".cache" in result.stdout
+    assert snapshot(home, storage) == before
+    assert not (storage / ".hpcenv").exists()
+
+
+def test_plan_counts_files_and_bytes_for_dry_run(dirs):
+    home, storage = dirs
+    make_caches(home, storage)
+    plan = migrate.plan_setup(Layout(home=home, root=storage), count=True)
+    cache = next(d for d in plan.dirs if d.name == ".cache")
+    assert cache.action == "move" and cache.files == 11 and cache.bytes > 3000
+
+
+def test_undo_moves_everything_back_and_removes_links(dirs):
+    home, storage = dirs
+    make_caches(home, storage)
+    assert setup(home, storage).returncode == 0
+    in_storage = file_digests(storage / ".cache")
+    result = setup(home, storage, "--undo")
+    assert result.returncode == 0, result.stderr
+    assert not (home / ".cache").is_symlink() and (home / ".cache").is_dir()
+    assert file_digests(home / ".cache") == in_storage
+    assert not (storage / ".cache").exists() and not (storage / ".conda").exists()
+    assert os.path.samefile(home / ".cache/pip/hardlink-to-blob", home / ".cache/pip/http/a b/blob")
+
+
+def test_condarc_dirs_in_home_are_reported_not_changed(dirs):
+    home, storage = dirs
+    condarc = home / ".condarc"
+    condarc.write_text(f"envs_dirs:\n  - {home}/my-envs\npkgs_dirs:\n  - ~/pkgs\n")
+    before = condarc.read_text()
+    result = setup(home, storage)
+    assert result.returncode == 0
+    assert result.stderr.count("points into home") == 2
+    assert condarc.read_text() == before
+
+
+# ------------------------------------------------------------------ fault injection
+
+
+def _ticks(home: Path, storage: Path, *args: str) -> tuple[int, dict]:
+    counter = home.parent / "ticks"
+    result = setup(home, storage, *args, HPCENV_TEST_TICKS_FILE=str(counter))
+    assert result.returncode == 0, result.stderr
+    return int(counter.read_text()), snapshot(home, storage)
+
+
+def _kill_and_resume(tmp_path: Path, prepare, args: tuple[str, ...], resume_args=None):
+    """Run once uninterrupted for the reference; then, for every step K, kill -9 after step K,
+    re-run, and compare the whole tree with the reference."""
+    ref = tmp_path / "ref"
+    home, storage = prepare(ref)
+    total, expected = _ticks(home, storage, *args)
+    assert total > 10
+    for k in range(1, total + 1):
+        run = tmp_path / f"k{k}"
+        home, storage = prepare(run)
+        killed = setup(home, storage, *args, HPCENV_TEST_KILL_AFTER=str(k))
+        assert killed.returncode == -9, (k, killed.stderr)
+        again = setup(home, storage, *(resume_args or args))
+        assert again.returncode == 0, (k, again.stderr)
+        got = snapshot(home, storage)
+        assert _rebase(got, run) == _rebase(expected, ref), f"differs after kill at step {k}"
+        import shutil
+
+        shutil.rmtree(run, ignore_errors=True)
+    return total
+
+
+def _rebase(snap: dict, base: Path) -> dict:
+    """Symlink targets are absolute paths of that run's storage: make them comparable."""
+    b = os.fsencode(base)
+    return {
+        k: tuple(x.replace(b, b"BASE") if isinstance(x, bytes) else x for x in v)
+        for k, v in snap.items()
+    }
+
+
+def _prepared(mount_storage=None):
+    def prepare(base: Path) -> tuple[Path, Path]:
+        home, storage = base / "home", base / "storage"
+        home.mkdir(parents=True)
+        storage.mkdir(parents=True, exist_ok=True)
+        make_caches(home, storage)
+        return home, storage
+
+    return prepare
+
+
+def test_setup_resumes_after_kill_at_every_step(tmp_path):
+    total = _kill_and_resume(tmp_path, _prepared(), ())
+    assert total >= 15
+
+
+def test_undo_resumes_after_kill_at_every_step(tmp_path):
+    def prepare(base: Path) -> tuple[Path, Path]:
+        home, storage = _prepared()(base)
+        assert setup(home, storage).returncode == 0
+        return home, storage
+
+    _kill_and_resume(tmp_path, prepare, ("--undo",))
+
+
+def test_interrupted_setup_blocks_undo_until_finished(dirs):
+    home, storage = dirs
+    make_caches(home, storage)
+    killed = setup(home, storage, HPCENV_TEST_KILL_AFTER="3")
+    assert killed.returncode == -9
+    refused = setup(home, storage, "--undo")
+    assert refused.returncode == 2 and "interrupted" in refused.stderr
+    assert setup(home, storage).returncode == 0
+    assert setup(home, storage, "--undo").returncode == 0
+
+
+# ------------------------------------------------------------------ concurrency
+
+
+def _wait_until_working(storage: Path) -> None:
+    """Until the first run holds the lock and has started its journal."""
+    deadline = time.monotonic() + 20
+    while not (storage / ".hpcenv/journal/setup.jsonl").exists():
+        assert time.monotonic() < deadline, "the first setup never started"
+        time.sleep(0.01)
+
+
+def test_two_concurrent_setups_one_waits_and_the_result_is_correct(dirs):
+    home, storage = dirs
+    make_caches(home, storage)
+    env = cli_env(home, storage, HPCENV_TEST_TICK_DELAY="0.05")
+    cmd = [sys.executable, "-m", "hpcenv", "setup", "--yes"]
+    first = subprocess.Popen(
+        cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    _wait_until_working(storage)
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    out1, err1 = first.communicate()
+    assert first.returncode == 0, err1
+    assert second.returncode == 0, second.stderr
+    assert "waiting for another hpcenv" in second.stderr
+    for name in (".cache", ".conda"):
+        assert os.readlink(home / name) == str(storage / name)
+    assert (storage / ".cache/pip/http/a b/blob").exists()
+
+
+def test_lock_timeout_refuses_with_exit_2(dirs):
+    home, storage = dirs
+    make_caches(home, storage)
+    env = cli_env(home, storage, HPCENV_TEST_TICK_DELAY="0.05")
+    cmd = [sys.executable, "-m", "hpcenv", "setup", "--yes"]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_until_working(storage)
+    second = subprocess.run(
+        cmd, env={**env, "HPCENV_LOCK_TIMEOUT": "0.2"}, capture_output=True, text=True
+    )
+    first.communicate()
+    assert second.returncode == 2
+    assert "another hpcenv" in second.stderr.splitlines()[-1]
+
+
+# ------------------------------------------------------------------ across filesystems (root)
+
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="mounting a tmpfs needs root")
+
+
+@needs_root
+def test_setup_across_filesystems_keeps_every_checksum(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    with tmpfs(tmp_path / "fs2", "64m") as storage:
+        make_caches(home, storage, bulk=500)
+        before = file_digests(home / ".cache")
+        result = setup(home, storage)
+        assert result.returncode == 0, result.stderr
+        after = file_digests(storage / ".cache")
+        kept = file_digests(next((storage / ".hpcenv/conflicts").glob("*/cache")))
+        for rel, digest in before.items():
+            assert after.get(rel) == digest or kept.get(rel) == digest, rel
+        moved = storage / ".cache"
+        assert os.path.samefile(moved / "pip/hardlink-to-blob", moved / "pip/http/a b/blob")
+        assert os.readlink(moved / "dangling-link") == "/nonexistent/target"
+        assert (moved / "secret").stat().st_mode & 0o777 == 0o600
+        assert not (storage / ".hpcenv/staging/.cache").exists()
+        # and back again, across the same boundary
+        undo = setup(home, storage, "--undo")
+        assert undo.returncode == 0, undo.stderr
+        assert file_digests(home / ".cache") == after
+
+
+@needs_root
+def test_setup_across_filesystems_resumes_after_kill_at_every_step(tmp_path):
+    mounts = []
+
+    def prepare(base: Path) -> tuple[Path, Path]:
+        home = base / "home"
+        home.mkdir(parents=True)
+        cm = tmpfs(base / "storage", "16m")
+        storage = cm.__enter__()
+        mounts.append(cm)
+        make_caches(home, storage)
+        return home, storage
+
+    try:
+        _kill_and_resume(tmp_path, prepare, ())
+    finally:
+        for cm in mounts:
+            cm.__exit__(None, None, None)
+
+
+@needs_root
+def test_setup_out_of_space_mid_copy_exits_1_and_leaves_home_identical(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    # 1,500 files of 1,500 bytes: 2.2 MB of data passes the space check of a 4 MiB tmpfs,
+    # but each file takes a 4 KiB page there, so the copy runs out of space half way.
+    with tmpfs(tmp_path / "small", "4m") as storage:
+        storage_cache = storage / ".cache"
+        (home / ".cache" / "many").mkdir(parents=True)
+        for i in range(1500):
+            (home / ".cache" / "many" / f"{i:04d}").write_bytes(os.urandom(1500))
+        (home / ".conda").mkdir()
+        before = snapshot(home)
+        result = setup(home, storage)
+        assert result.returncode == 1, result.stderr
+        assert "ran out of space" in result.stderr
+        assert snapshot(home) == before
+        assert not (storage / ".hpcenv/staging/.cache").exists()
+        assert not storage_cache.exists() or not any(storage_cache.iterdir())
+
+
+@needs_root
+def test_setup_refuses_when_storage_is_too_small_before_touching_anything(tmp_path):
+    home = tmp_path / "home"
+    (home / ".cache").mkdir(parents=True)
+    (home / ".cache" / "big").write_bytes(os.urandom(3 * 1024 * 1024))
+    with tmpfs(tmp_path / "tiny", "1m") as storage:
+        before = snapshot(home, storage)
+        result = setup(home, storage)
+        assert result.returncode == 2
+        assert "not enough space" in result.stderr
+        assert snapshot(home, storage) == before
+
+
+def test_refusals_are_usage_errors_with_exit_code_2():
+    assert RefusedError("x").exit_code == 2 and UsageError("x").exit_code == 2
