@@ -27,20 +27,27 @@ from typing import Any
 from hpcenv.errors import LockedError
 
 _ticks = 0
+_hooks: tuple[str | None, float, int] | None = None
 
 
 def tick() -> None:
-    """Mark the end of one atomic step (the fault-injection point)."""
-    global _ticks
+    """Mark the end of one atomic step (the fault-injection point). Free unless a test hook
+    is set: the environment is read once per process."""
+    global _ticks, _hooks
     _ticks += 1
-    counter = os.environ.get("HPCENV_TEST_TICKS_FILE")
+    if _hooks is None:
+        env = os.environ
+        _hooks = (
+            env.get("HPCENV_TEST_TICKS_FILE") or None,
+            float(env.get("HPCENV_TEST_TICK_DELAY") or 0),
+            int(env.get("HPCENV_TEST_KILL_AFTER") or 0),
+        )
+    counter, delay, kill_after = _hooks
     if counter:
         Path(counter).write_text(str(_ticks))
-    delay = os.environ.get("HPCENV_TEST_TICK_DELAY")
     if delay:
-        time.sleep(float(delay))
-    kill_after = os.environ.get("HPCENV_TEST_KILL_AFTER")
-    if kill_after and _ticks == int(kill_after):
+        time.sleep(delay)
+    if kill_after and _ticks == kill_after:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -401,11 +401,12 @@ def copy_tree(src: Path, dst: Path) -> list[str]:
     which is set last) is skipped. Returns the special files (sockets, devices) not copied."""
     links: dict[tuple[int, int], str] = {}
     skipped: list[str] = []
-    _copy_dir(str(src), str(dst), os.lstat(src), links, skipped, "")
+    resume = os.path.lexists(dst)
+    _copy_dir(str(src), str(dst), os.lstat(src), links, skipped, "", resume)
     return skipped
 
 
-def _copy_dir(src: str, dst: str, st: os.stat_result, links, skipped, rel) -> None:
+def _copy_dir(src: str, dst: str, st: os.stat_result, links, skipped, rel, resume) -> None:
     try:
         os.mkdir(dst, 0o700)
     except FileExistsError:
@@ -417,7 +418,7 @@ def _copy_dir(src: str, dst: str, st: os.stat_result, links, skipped, rel) -> No
         est = entry.stat(follow_symlinks=False)
         mode = est.st_mode
         if stat.S_ISDIR(mode):
-            _copy_dir(s, d, est, links, skipped, f"{rel}{entry.name}/")
+            _copy_dir(s, d, est, links, skipped, f"{rel}{entry.name}/", resume)
         elif stat.S_ISLNK(mode):
             target = os.readlink(s)
             if os.path.lexists(d):
@@ -440,17 +441,9 @@ def _copy_dir(src: str, dst: str, st: os.stat_result, links, skipped, rel) -> No
                 continue
             if est.st_nlink > 1:
                 links[key] = d
-            try:
-                dst_st = os.lstat(d)
-                if (
-                    stat.S_ISREG(dst_st.st_mode)
-                    and dst_st.st_size == est.st_size
-                    and dst_st.st_mtime_ns == est.st_mtime_ns
-                ):
-                    continue
-            except FileNotFoundError:
-                pass
-            _copy_file(s, d, est)
+            if resume and _copied_whole(d, est):
+                continue
+            _copy_file(s, d, est, resume)
             tick()
         elif stat.S_ISFIFO(mode):
             if not os.path.lexists(d):
@@ -461,10 +454,19 @@ def _copy_dir(src: str, dst: str, st: os.stat_result, links, skipped, rel) -> No
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def _copy_file(src: str, dst: str, st: os.stat_result) -> None:
+def _copied_whole(dst: str, st: os.stat_result) -> bool:
+    """A file an earlier run copied completely: its mtime, set last, matches."""
+    try:
+        d = os.lstat(dst)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(d.st_mode) and d.st_size == st.st_size and d.st_mtime_ns == st.st_mtime_ns
+
+
+def _copy_file(src: str, dst: str, st: os.stat_result, resume: bool) -> None:
     fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
     try:
-        if os.path.lexists(dst):
+        if resume and os.path.lexists(dst):
             os.unlink(dst)
         fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
@@ -485,49 +487,61 @@ def _copy_file(src: str, dst: str, st: os.stat_result) -> None:
 
 def verify_copy(src: Path, dst: Path) -> list[str]:
     """Differences between a tree and its copy (type, size, mode, mtime, link target)."""
-    problems = []
-    for dirpath, dirnames, filenames in os.walk(src):
-        rel = os.path.relpath(dirpath, src)
-        for name in dirnames + filenames:
-            s = os.path.join(dirpath, name)
-            d = os.path.normpath(os.path.join(dst, rel, name))
-            s_st = os.lstat(s)
-            try:
-                d_st = os.lstat(d)
-            except FileNotFoundError:
-                problems.append(f"missing {os.path.join(rel, name)}")
-                continue
-            if stat.S_IFMT(s_st.st_mode) != stat.S_IFMT(d_st.st_mode):
-                problems.append(f"type differs {os.path.join(rel, name)}")
-            elif stat.S_ISLNK(s_st.st_mode):
-                if os.readlink(s) != os.readlink(d):
-                    problems.append(f"link target differs {os.path.join(rel, name)}")
-            elif stat.S_ISREG(s_st.st_mode) and (
-                s_st.st_size != d_st.st_size
-                or s_st.st_mtime_ns != d_st.st_mtime_ns
-                or stat.S_IMODE(s_st.st_mode) != stat.S_IMODE(d_st.st_mode)
-            ):
-                problems.append(f"content or mode differs {os.path.join(rel, name)}")
+    problems: list[str] = []
+    _verify_dir(str(src), str(dst), "", problems)
     return problems
+
+
+def _verify_dir(src: str, dst: str, rel: str, problems: list[str]) -> None:
+    with os.scandir(src) as it:
+        entries = list(it)
+    for entry in entries:
+        where = rel + entry.name
+        d = os.path.join(dst, entry.name)
+        s_st = entry.stat(follow_symlinks=False)
+        try:
+            d_st = os.lstat(d)
+        except FileNotFoundError:
+            problems.append(f"missing {where}")
+            continue
+        if stat.S_IFMT(s_st.st_mode) != stat.S_IFMT(d_st.st_mode):
+            problems.append(f"type differs {where}")
+        elif stat.S_ISDIR(s_st.st_mode):
+            _verify_dir(entry.path, d, where + "/", problems)
+        elif stat.S_ISLNK(s_st.st_mode):
+            if os.readlink(entry.path) != os.readlink(d):
+                problems.append(f"link target differs {where}")
+        elif stat.S_ISREG(s_st.st_mode) and (
+            s_st.st_size != d_st.st_size
+            or s_st.st_mtime_ns != d_st.st_mtime_ns
+            or stat.S_IMODE(s_st.st_mode) != stat.S_IMODE(d_st.st_mode)
+        ):
+            problems.append(f"content or mode differs {where}")
 
 
 def remove_tree(path: Path) -> None:
     """Remove a tree whose content is proven to be elsewhere; one tick per entry."""
     if not os.path.lexists(path) or os.path.islink(path):
         return
-    for dirpath, dirnames, filenames in os.walk(path, topdown=False):
-        for name in filenames:
-            os.unlink(os.path.join(dirpath, name))
-            tick()
-        for name in dirnames:
-            p = os.path.join(dirpath, name)
-            if os.path.islink(p):
-                os.unlink(p)
-            else:
-                os.rmdir(p)
-            tick()
+    _remove_dir(str(path))
     os.rmdir(path)
     tick()
+
+
+def _remove_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        with os.scandir(fd) as it:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        for name, is_dir in entries:
+            if is_dir:
+                _remove_dir(os.path.join(path, name))
+                os.rmdir(name, dir_fd=fd)
+            else:
+                os.unlink(name, dir_fd=fd)
+            tick()
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- execution
