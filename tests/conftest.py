@@ -37,8 +37,8 @@ def fake_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path
     return {"home": home, "storage": storage, "root": tmp_path}
 
 
-def run_as_user(user: str, fn, *args):
-    """Run `fn(*args)` in a forked child that really is `user` (root only), return its result.
+def run_as_user(user: str, fn, *args, **kwargs):
+    """Run `fn(*args, **kwargs)` in a forked child that really is `user` (root only), return its result.
 
     The child drops to the user's uid, gid and groups, so the kernel's permission checks are
     real. Modules `fn` needs must already be imported (the interpreter may live in a
@@ -58,7 +58,7 @@ def run_as_user(user: str, fn, *args):
             os.setgid(entry.pw_gid)
             os.setuid(entry.pw_uid)
             try:
-                outcome = ("ok", fn(*args))
+                outcome = ("ok", fn(*args, **kwargs))
             except BaseException as exc:  # noqa: BLE001 - sent back to the parent
                 outcome = ("error", exc)
             data = pickle.dumps(outcome)
