@@ -22,21 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from hpcenv.errors import ConfigError
+from hpcenv.gpu import DEFAULT_GPU_PACKAGES
 
 DEFAULT_SITE_CONFIG = "/etc/hpcenv/site.toml"
 
-DEFAULT_GPU_PACKAGES = (
-    "pytorch",
-    "torchvision",
-    "torchaudio",
-    "libtorch",
-    "jaxlib",
-    "tensorflow",
-    "tensorflow-base",
-    "cupy",
-    "cupy-core",
-    "onnxruntime",
-)
 
 # key -> (type, default). Types: str, bool, int, float, "path", "size", ("list", str), ("map", str)
 SCHEMA: dict[str, tuple[Any, Any]] = {

@@ -220,6 +220,8 @@ def check_trusted(prefix: Path) -> None:
             pst = os.lstat(path)
         except FileNotFoundError:
             continue
+        if stat.S_ISLNK(pst.st_mode):
+            continue  # a symlink's own mode means nothing; its target is checked if listed
         mode = stat.S_IMODE(pst.st_mode)
         if mode & 0o002 and not (
             stat.S_ISDIR(pst.st_mode) and mode & stat.S_ISVTX and path != prefix

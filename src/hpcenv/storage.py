@@ -12,6 +12,7 @@ STORAGE/.hpcenv/                        hpcenv's own state, mode 0700: lock, jou
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,21 @@ def validate_name(name: str, what: str = "name") -> str:
         raise UsageError(f"invalid {what} {name!r}: it contains control characters")
     if len(name.encode()) > 200:
         raise UsageError(f"invalid {what}: longer than 200 bytes")
+    return name
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")
+
+
+def validate_env_name(name: str) -> str:
+    """Environment names are stricter (as conda's): letters, digits and . _ + - only, so a
+    name is safe everywhere it appears: paths, modulefiles, job names, shell words."""
+    validate_name(name, "environment name")
+    if not _ENV_NAME.match(name):
+        raise UsageError(
+            f"invalid environment name {name!r}",
+            hint="use letters, digits, '.', '_', '+' or '-' (for any other path use -p PREFIX)",
+        )
     return name
 
 

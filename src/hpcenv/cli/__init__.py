@@ -1,8 +1,8 @@
 """The command line: parse, call one core function, render its result. Nothing else.
 
 `main` is the one place where errors become exit codes: an `HpcenvError` prints one line on
-stderr and exits with its code (2 bad input or refused, 1 failed); Typer/Click usage errors
-exit 2 as well.
+stderr and exits with its code (2 bad input or refused, 1 failed); a Typer/Click usage error
+(unknown flag, missing argument) is one line too, and exits 2.
 """
 
 from __future__ import annotations
@@ -17,12 +17,27 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"hpcenv {__version__}")
         return
-    from hpcenv.errors import HpcenvError
+    import typer
 
+    from hpcenv.errors import EXIT_USAGE, HpcenvError
+
+    click_usage_error = typer.BadParameter.__mro__[1]  # click's UsageError, as Typer bundles it
     try:
         from hpcenv.cli.app import app
 
-        app(args=args, prog_name="hpcenv")
+        code = app(args=args, prog_name="hpcenv", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except click_usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:
+            print(exc.ctx.get_help())
+            sys.exit(0)
+        where = exc.ctx.command_path if exc.ctx is not None else "hpcenv"
+        message = " ".join(exc.format_message().split())
+        print(f"hpcenv: error: {message} (hint: see `{where} --help`)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except typer.Abort:
+        print("hpcenv: aborted; nothing changed", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     except HpcenvError as exc:
         print(f"hpcenv: error: {exc.one_line()}", file=sys.stderr)
         sys.exit(exc.exit_code)

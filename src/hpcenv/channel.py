@@ -1,0 +1,277 @@
+"""Build real conda packages into a local `file://` channel (tests, selftest, benchmarks).
+
+Each package is a real archive, `.tar.bz2` or `.conda` (a zip holding `metadata.json` and
+zstd-compressed `info-` and `pkg-` tarballs), with `info/index.json`, `info/paths.json`
+(paths, types, sha256, sizes), `info/files` and its payload. The channel is indexed by the
+engine (rattler's `index_fs`), so the same code reads it as it reads conda-forge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import sys
+import tarfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class PackageSpec:
+    name: str
+    version: str
+    build: str = "0"
+    build_number: int = 0
+    depends: tuple[str, ...] = ()
+    constrains: tuple[str, ...] = ()
+    subdir: str = "linux-64"
+    noarch: str | None = None
+    files: Mapping[str, bytes | str] = field(default_factory=dict)
+    executables: frozenset[str] = frozenset()
+    symlinks: Mapping[str, str] = field(default_factory=dict)
+    fmt: str = "tar.bz2"  # or "conda"
+
+    @property
+    def stem(self) -> str:
+        return f"{self.name}-{self.version}-{self.build}"
+
+
+def _tar_bytes(members: list[tuple[str, bytes | None, int, str | None]], mode: str) -> bytes:
+    """members: (path, data or None for a symlink, file mode, link target)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tar:
+        for path, data, fmode, target in members:
+            info = tarfile.TarInfo(path)
+            info.mtime = 1_700_000_000
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if target is not None:
+                info.type = tarfile.SYMTYPE
+                info.linkname = target
+                info.mode = 0o777
+                tar.addfile(info)
+            else:
+                info.size = len(data or b"")
+                info.mode = fmode
+                tar.addfile(info, io.BytesIO(data or b""))
+    return buf.getvalue()
+
+
+def _payload(spec: PackageSpec) -> tuple[list, list]:
+    members, paths = [], []
+    for rel, content in sorted(spec.files.items()):
+        data = content.encode() if isinstance(content, str) else content
+        mode = 0o755 if rel in spec.executables else 0o644
+        members.append((rel, data, mode, None))
+        paths.append(
+            {
+                "_path": rel,
+                "path_type": "hardlink",
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "size_in_bytes": len(data),
+            }
+        )
+    for rel, target in sorted(spec.symlinks.items()):
+        members.append((rel, None, 0o777, target))
+        paths.append({"_path": rel, "path_type": "softlink", "size_in_bytes": len(target)})
+    return members, paths
+
+
+def _info_members(spec: PackageSpec, paths: list) -> list:
+    index = {
+        "name": spec.name,
+        "version": spec.version,
+        "build": spec.build,
+        "build_number": spec.build_number,
+        "depends": list(spec.depends),
+        "constrains": list(spec.constrains),
+        "subdir": spec.subdir,
+        "license": "BSD-3-Clause",
+        "timestamp": 1_700_000_000_000,
+    }
+    if spec.noarch:
+        index["noarch"] = spec.noarch
+    if spec.subdir != "noarch":
+        index["platform"], index["arch"] = spec.subdir.split("-", 1)[0], "x86_64"
+    files = "".join(p["_path"] + "\n" for p in paths)
+    return [
+        ("info/index.json", json.dumps(index, indent=2).encode(), 0o644, None),
+        ("info/paths.json", json.dumps({"paths": paths, "paths_version": 1}).encode(), 0o644, None),
+        ("info/files", files.encode(), 0o644, None),
+    ]
+
+
+def build_package(spec: PackageSpec, out_dir: Path) -> Path:
+    """Write one real package archive into `out_dir`; return its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    members, paths = _payload(spec)
+    info = _info_members(spec, paths)
+    if spec.fmt == "tar.bz2":
+        path = out_dir / f"{spec.stem}.tar.bz2"
+        path.write_bytes(_tar_bytes(info + members, "w:bz2"))
+        return path
+    import zstandard
+
+    def zst(data: bytes) -> bytes:
+        return zstandard.ZstdCompressor(level=3).compress(data)
+
+    path = out_dir / f"{spec.stem}.conda"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
+        z.writestr(f"pkg-{spec.stem}.tar.zst", zst(_tar_bytes(members, "w")))
+        z.writestr(f"info-{spec.stem}.tar.zst", zst(_tar_bytes(info, "w")))
+    return path
+
+
+def build_channel(channel_dir: Path, specs: Sequence[PackageSpec]) -> str:
+    """Build every package into `channel_dir/<subdir>/`, index it, return its file:// URL."""
+    from hpcenv import engine
+
+    channel_dir = Path(channel_dir).resolve()
+    (channel_dir / "noarch").mkdir(parents=True, exist_ok=True)
+    for spec in specs:
+        build_package(spec, channel_dir / spec.subdir)
+    engine.index_channel(channel_dir)
+    return channel_dir.as_uri()
+
+
+# --------------------------------------------------------------------------- the demo set
+
+
+def _tool(name: str, version: str) -> str:
+    return f'#!/bin/sh\necho "{name} {version}"\necho "prefix: ${{CONDA_PREFIX:-none}}"\n'
+
+
+def demo_packages(python_executable: str | None = None) -> list[PackageSpec]:
+    """The packages tests and `hpcenv selftest` use: a venv-style python, a tool with
+    activation scripts, noarch python packages in both formats, version constraints, a
+    conflict, and pytorch/torchvision with CUDA and CPU builds of the same version."""
+    exe = os.path.realpath(python_executable or sys.executable)
+    major, minor = sys.version_info[:2]
+    if python_executable:
+        import subprocess
+
+        out = subprocess.run(
+            [exe, "-c", "import sys; print(*sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        major, minor = map(int, out.stdout.split())
+    pyver = f"{major}.{minor}"
+    site = f"lib/python{pyver}/site-packages"
+    python = PackageSpec(
+        "python",
+        f"{pyver}.0",
+        files={
+            "pyvenv.cfg": f"home = {os.path.dirname(exe)}\ninclude-system-site-packages = false\n"
+            f"version = {pyver}.0\n",
+            f"{site}/_hpcenv_demo_python.pth": "",
+        },
+        symlinks={"bin/python": exe, "bin/python3": "python", f"bin/python{pyver}": "python"},
+    )
+    activate = {
+        "etc/conda/activate.d/demo-tool.sh": "export DEMO_TOOL_ACTIVATED=1\n",
+        "etc/conda/deactivate.d/demo-tool.sh": "unset DEMO_TOOL_ACTIVATED\n",
+        "etc/conda/activate.d/demo-tool.fish": "set -gx DEMO_TOOL_ACTIVATED 1\n",
+        "etc/conda/deactivate.d/demo-tool.fish": "set -e DEMO_TOOL_ACTIVATED\n",
+        "etc/conda/activate.d/demo-tool.csh": "setenv DEMO_TOOL_ACTIVATED 1\n",
+        "etc/conda/deactivate.d/demo-tool.csh": "unsetenv DEMO_TOOL_ACTIVATED\n",
+    }
+    specs = [
+        python,
+        PackageSpec(
+            "demo-tool",
+            "1.0",
+            files={
+                "bin/demo-tool": _tool("demo-tool", "1.0"),
+                "share/demo-tool/data.txt": "data\n" * 50,
+                **activate,
+            },
+            executables=frozenset({"bin/demo-tool"}),
+        ),
+        PackageSpec(
+            "hello",
+            "1.0",
+            subdir="noarch",
+            noarch="python",
+            depends=("python >=3.10",),
+            files={
+                "site-packages/hello/__init__.py": 'def greet():\n    return "hello from hpcenv"\n'
+            },
+            fmt="conda",
+        ),
+        PackageSpec(
+            "hello",
+            "2.0",
+            subdir="noarch",
+            noarch="python",
+            depends=("python >=3.10",),
+            files={
+                "site-packages/hello/__init__.py": 'def greet():\n    return "hello from hpcenv 2"\n'
+            },
+        ),
+        PackageSpec("libnum", "1.0", files={"lib/libnum.txt": "libnum 1.0\n"}),
+        PackageSpec("libnum", "2.0", files={"lib/libnum.txt": "libnum 2.0\n"}),
+        PackageSpec(
+            "numtool",
+            "1.0",
+            depends=("libnum <2",),
+            files={"bin/numtool": _tool("numtool", "1.0")},
+            executables=frozenset({"bin/numtool"}),
+        ),
+        PackageSpec("clash-a", "1.0", depends=("libnum >=2",), files={"share/clash-a.txt": "a\n"}),
+        PackageSpec(
+            "cuda-version",
+            "12.6",
+            subdir="noarch",
+            noarch="generic",
+            constrains=("__cuda >=12",),
+            files={"share/cuda-version.txt": "12.6\n"},
+        ),
+    ]
+    for name, version, extra in (
+        ("pytorch", "2.5.1", ()),
+        ("torchvision", "0.20.1", ("pytorch 2.5.1",)),
+    ):
+        for kind in ("cuda126", "cpu"):
+            deps = list(extra)
+            if kind == "cuda126":
+                deps += ["__cuda >=12", "cuda-version >=12,<13"]
+                deps = [d + " cuda*" if d.startswith("pytorch") else d for d in deps]
+            else:
+                deps = [d + " cpu*" if d.startswith("pytorch") else d for d in deps]
+            specs.append(
+                PackageSpec(
+                    name,
+                    version,
+                    build=f"{kind}_0",
+                    build_number=0,
+                    depends=tuple(deps),
+                    files={f"share/{name}/build.txt": f"{name} {version} {kind}\n"},
+                    fmt="conda" if kind == "cpu" else "tar.bz2",
+                )
+            )
+    return specs
+
+
+def synthetic_packages(
+    n_packages: int = 200, versions: int = 3, files_per_package: int = 100, seed: int = 0
+) -> list[PackageSpec]:
+    """A generated channel for benchmarks: packages depend on a few lower-numbered ones."""
+    rng = random.Random(seed)
+    specs = []
+    for i in range(n_packages):
+        deps = tuple(f"pkg{j:03d}" for j in sorted(rng.sample(range(i), min(i, 3))))
+        for v in range(versions):
+            files = {
+                f"share/pkg{i:03d}/f{k:03d}.txt": f"{i} {v} {k}\n" * 20
+                for k in range(files_per_package)
+            }
+            specs.append(PackageSpec(f"pkg{i:03d}", f"1.{v}", depends=deps, files=files))
+    return specs
