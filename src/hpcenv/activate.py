@@ -86,7 +86,7 @@ def activation_script(
     if shell == "fish":
         return _fish(prefix, name, no_user_site)
     if shell == "tcsh":
-        return _tcsh(prefix, name, no_user_site)
+        return _tcsh(prefix, name, no_user_site, os.environ if environ is None else environ)
     return _posix(prefix, name, no_user_site, shell)
 
 
@@ -177,36 +177,54 @@ def _fish(prefix: Path, name: str, no_user_site: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _tcsh(prefix: Path, name: str, no_user_site: bool) -> str:
-    """tcsh keeps the saved values in exported variables; `deactivate` asks hpcenv for the
-    restoring code (tcsh aliases cannot hold multi-line functions)."""
+def _tcsh(prefix: Path, name: str, no_user_site: bool, environ: Mapping[str, str]) -> str:
+    """Straight-line tcsh: `eval "`...`"` joins lines, so every statement ends with ';' and
+    there are no if-blocks; the values to restore are read here, from the shell's exported
+    environment, and kept in exported variables for `deactivate` (an alias that asks hpcenv
+    for the restoring code: tcsh aliases cannot hold functions)."""
     q = lambda v: sh.quote("tcsh", v)  # noqa: E731
-    lines = [
-        "if ( $?_HPCENV_ACTIVE ) deactivate",
-        "setenv _HPCENV_ACTIVE 1",
-        'setenv _HPCENV_SAVED_PATH "$PATH"',
-    ]
+    lines = []
+    if "_HPCENV_ACTIVE" in environ:
+        lines.append(tcsh_deactivation(environ).rstrip("\n"))
+        environ = _restored(environ)
+    lines += ["setenv _HPCENV_ACTIVE 1", f"setenv _HPCENV_SAVED_PATH {q(environ.get('PATH', ''))}"]
     for v in TOUCHED:
-        lines.append(f'if ( $?{v} ) setenv _HPCENV_SAVED_{v} "${v}"')
-        lines.append(f"if ( ! $?{v} ) unsetenv _HPCENV_SAVED_{v}")
-    lines += [f"source {q(s)}" for s in hook_scripts(prefix, "activate", "tcsh")]
-    lines.append(f'setenv PATH {q(str(prefix) + "/bin")}":$PATH"')
+        saved = environ.get(v)
+        lines.append(
+            f"setenv _HPCENV_SAVED_{v} {q(saved)}"
+            if saved is not None
+            else f"unsetenv _HPCENV_SAVED_{v}"
+        )
+    path = environ.get("PATH")
+    lines.append(f"setenv PATH {q(str(prefix) + '/bin' + (':' + path if path else ''))}")
     for key, value in _values(prefix, name, no_user_site).items():
         lines.append(f"setenv {key} {q(value)}")
-    lines.append("if ( $?CONDA_SHLVL ) @ _hpcenv_lvl = $CONDA_SHLVL + 1")
-    lines.append("if ( ! $?CONDA_SHLVL ) set _hpcenv_lvl = 1")
-    lines.append("setenv CONDA_SHLVL $_hpcenv_lvl")
-    lines.append("unset _hpcenv_lvl")
+    lines.append(f"setenv CONDA_SHLVL {_shlvl(environ.get('CONDA_SHLVL')) + 1}")
     lines.append(f"setenv _HPCENV_PREFIX {q(str(prefix))}")
+    lines += [f"source {q(s)}" for s in hook_scripts(prefix, "activate", "tcsh")]
     lines.append("alias deactivate 'eval \"`hpcenv deactivate --shell tcsh`\"'")
-    return "\n".join(lines) + "\n"
+    lines.append("rehash")
+    return "".join(f"{line};\n" for line in lines)
+
+
+def _restored(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment as it will be after deactivating the active env."""
+    env = {k: v for k, v in environ.items() if not k.startswith("_HPCENV_")}
+    env["PATH"] = environ.get("_HPCENV_SAVED_PATH", env.get("PATH", ""))
+    for v in TOUCHED:
+        saved = environ.get(f"_HPCENV_SAVED_{v}")
+        if saved is None:
+            env.pop(v, None)
+        else:
+            env[v] = saved
+    return env
 
 
 def tcsh_deactivation(environ: Mapping[str, str]) -> str:
     """Restoring code for tcsh, from the saved values activation exported."""
     q = lambda v: sh.quote("tcsh", v)  # noqa: E731
     if "_HPCENV_ACTIVE" not in environ:
-        return "echo 'hpcenv: no hpcenv environment is active'\n"
+        return "echo 'hpcenv: no hpcenv environment is active';\n"
     prefix = Path(environ.get("_HPCENV_PREFIX", ""))
     lines = (
         [f"source {q(s)}" for s in hook_scripts(prefix, "deactivate", "tcsh")]
@@ -218,12 +236,9 @@ def tcsh_deactivation(environ: Mapping[str, str]) -> str:
         saved = environ.get(f"_HPCENV_SAVED_{v}")
         lines.append(f"setenv {v} {q(saved)}" if saved is not None else f"unsetenv {v}")
         lines.append(f"unsetenv _HPCENV_SAVED_{v}")
-    lines += [
-        "unsetenv _HPCENV_ACTIVE _HPCENV_SAVED_PATH _HPCENV_PREFIX",
-        "unalias deactivate",
-        "rehash",
-    ]
-    return "\n".join(lines) + "\n"
+    lines += ["unsetenv _HPCENV_ACTIVE", "unsetenv _HPCENV_SAVED_PATH", "unsetenv _HPCENV_PREFIX"]
+    lines += ["unalias deactivate", "rehash"]
+    return "".join(f"{line};\n" for line in lines)
 
 
 def run_in_env(prefix: Path, name: str, argv: list[str], *, no_user_site: bool = True) -> int:
@@ -238,12 +253,12 @@ def run_in_env(prefix: Path, name: str, argv: list[str], *, no_user_site: bool =
     if not argv:
         raise UsageError("no command given", hint="hpcenv run NAME -- CMD [ARGS...]")
     env = env_vars(prefix, name, no_user_site=no_user_site)
+    if shutil.which(argv[0], path=env["PATH"]) is None:
+        raise UsageError(f"command not found in {name} or on PATH: {argv[0]}")
     static = prefix / "etc" / "hpcenv" / "activate.sh"
     if hook_scripts(prefix, "activate", "sh") and static.is_file():
         env = dict(os.environ)
         argv = ["/bin/sh", "-c", '. "$0" && exec "$@"', str(static), *argv]
-    elif shutil.which(argv[0], path=env["PATH"]) is None:
-        raise UsageError(f"command not found in {name} or on PATH: {argv[0]}")
     try:
         os.execvpe(argv[0], argv, env)
     except OSError as exc:
