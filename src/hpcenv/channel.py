@@ -99,7 +99,11 @@ def _info_members(spec: PackageSpec, paths: list) -> list:
     if spec.subdir != "noarch":
         index["platform"], index["arch"] = spec.subdir.split("-", 1)[0], "x86_64"
     files = "".join(p["_path"] + "\n" for p in paths)
-    return [
+    extra = []
+    if spec.noarch == "python":  # as conda-build writes it; conda-pack reads it
+        link = {"noarch": {"type": "python"}, "package_metadata_version": 1}
+        extra.append(("info/link.json", json.dumps(link).encode(), 0o644, None))
+    return extra + [
         ("info/index.json", json.dumps(index, indent=2).encode(), 0o644, None),
         ("info/paths.json", json.dumps({"paths": paths, "paths_version": 1}).encode(), 0o644, None),
         ("info/files", files.encode(), 0o644, None),
