@@ -16,6 +16,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,14 +148,22 @@ def render_jobscript(
     return "\n".join(lines) + "\n"
 
 
+# Run once per node as `bash -c UNPACK _ TARGET PACK`. The parent of TARGET sits in a
+# shared /tmp under a predictable name, so it must be a private directory we created, not a
+# link someone planted.
+UNPACK = (
+    'set -e; d=$(dirname "$1"); mkdir -m 700 -p "$d"; '
+    'if [ -L "$d" ] || [ ! -O "$d" ]; then echo "hpcenv: unsafe staging directory $d" >&2; exit 1; fi; '
+    'mkdir -p "$1"; tar -xzf "$2" -C "$1"; '
+    'if [ -x "$1/bin/python" ]; then "$1/bin/python" "$1/bin/conda-unpack"; '
+    'else "$1/bin/conda-unpack"; fi'
+)
+
+
 def _stage_lines(name: str, pack: Path) -> list[str]:
     """Unpack the env once per node onto local disk, fix its prefix, activate the copy."""
     q = shlex.quote
-    unpack = (
-        'set -e; mkdir -p "$1"; tar -xzf "$2" -C "$1"; '
-        'if [ -x "$1/bin/python" ]; then "$1/bin/python" "$1/bin/conda-unpack"; '
-        'else "$1/bin/conda-unpack"; fi'
-    )
+    unpack = UNPACK
     return [
         f"HPCENV_PACK={q(str(pack))}",
         f'HPCENV_STAGED="${{TMPDIR:-/tmp}}/hpcenv-${{SLURM_JOB_ID}}/{name}"',
@@ -240,19 +249,12 @@ def pack(prefix: Path, name: str, packs_dir: Path, out: Path | None = None) -> P
 
 def stage(pack_file: Path, to: Path) -> Path:
     """Unpack a pack into `to` and fix its prefix (inside an allocation: once per node)."""
-    script = (
-        'set -e; mkdir -p "$1"; tar -xzf "$2" -C "$1"; '
-        'if [ -x "$1/bin/python" ]; then "$1/bin/python" "$1/bin/conda-unpack"; else "$1/bin/conda-unpack"; fi'
-    )
-    argv = ["bash", "-c", script, "_", str(to), str(pack_file)]
+    argv = ["bash", "-c", UNPACK, "_", str(to), str(pack_file)]
     nodes = int(os.environ.get("SLURM_NNODES", "1") or 1)
     if os.environ.get("SLURM_JOB_ID") and shutil.which("srun"):
         local = pack_file
         if nodes > 1:
-            local = (
-                Path(os.environ.get("TMPDIR", "/tmp"))
-                / f"hpcenv-{os.environ['SLURM_JOB_ID']}.tar.gz"
-            )
+            local = Path(tempfile.gettempdir()) / f"hpcenv-{os.environ['SLURM_JOB_ID']}.tar.gz"
             subprocess.run(["sbcast", "--force", str(pack_file), str(local)], check=True)
         argv = ["srun", "--ntasks-per-node=1", f"--nodes={nodes}", *argv[:-1], str(local)]
     result = subprocess.run(argv, capture_output=True, text=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import typer
@@ -175,7 +176,5 @@ def stage_(
     env_name, prefix = envs.resolve(layout, name)
     result = jobs.pack(prefix, env_name or prefix.name, layout.packs_dir)
     job = os.environ.get("SLURM_JOB_ID", str(os.getpid()))
-    target = to or Path(os.environ.get("TMPDIR", "/tmp")) / f"hpcenv-{job}" / (
-        env_name or prefix.name
-    )
+    target = to or Path(tempfile.gettempdir()) / f"hpcenv-{job}" / (env_name or prefix.name)
     print(jobs.stage(Path(result.path), target))
