@@ -140,3 +140,25 @@ def test_group_writable_env_is_refused_unless_shared_group_writable(world):
 def test_sharing_with_a_group_you_are_not_in_is_refused(world):
     with pytest.raises(RefusedError, match="not a member"):
         run_as_user("hpccarol", site.share, world["prefix"], "proj", "hpcenvlab")
+
+
+def test_share_command_registers_the_env_for_hpcenv_list(ready_home, users, tmp_path):
+    import json
+
+    from tests.fs import hpcenv
+
+    h = ready_home
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    site_conf = Path(h["env"]["HPCENV_SITE_CONFIG"])
+    site_conf.write_text(f'shared_root = "{shared}"\n')
+    env = h["env"]
+    assert hpcenv("create", "labenv", "demo-tool", "-c", h["url"], env=env).returncode == 0
+    r = hpcenv("share", "labenv", "--group", "hpcenvlab", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    entry = Path(json.loads(r.stdout)["result"]["entry"])
+    assert json.loads(entry.read_text())["group"] == "hpcenvlab"
+    prefix = h["home"] / ".conda/envs/labenv"
+    assert os.stat(prefix / "bin").st_mode & 0o7777 == 0o2750
+    bad = hpcenv("share", "labenv", "--group", "no-such-group-xyz", env=env)
+    assert bad.returncode == 2 and "no such group" in bad.stderr

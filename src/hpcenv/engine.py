@@ -216,7 +216,7 @@ def install(
         rx.ExtractError,
     ) as exc:
         text = str(exc)
-        if "No space left" in text or "Disk quota exceeded" in text:
+        if any(s in text for s in ("No space left", "Disk quota exceeded", "os error 28", "os error 122")):
             raise OSError(errno.ENOSPC, "no space left while installing packages") from None
         raise OperationError(
             f"installing packages into {prefix} failed: {_first_line(exc)}"

@@ -701,6 +701,35 @@ def known_prefixes(layout: Layout) -> dict[Path, str | None]:
     return found
 
 
+def shared_summaries(shared_root: Path | None) -> list[EnvSummary]:
+    """Group environments other users shared with us (no sizes: not ours to scan)."""
+    from hpcenv.site import shared_envs
+
+    out = []
+    for env in shared_envs(shared_root):
+        prefix = Path(env.prefix)
+        meta = EnvMeta.load(prefix)
+        try:
+            count = len(list((prefix / "conda-meta").glob("*.json")))
+        except OSError:
+            count = 0
+        out.append(
+            EnvSummary(
+                name=env.name,
+                prefix=env.prefix,
+                packages=count,
+                apparent_bytes=0,
+                unique_bytes=0,
+                files=0,
+                created=meta.created if meta else None,
+                updated=meta.updated if meta else None,
+                exists=(prefix / "conda-meta").is_dir(),
+                owner=f"{env.owner} (group {env.group})",
+            )
+        )
+    return out
+
+
 def list_envs(layout: Layout, *, scan: bool = True) -> list[EnvSummary]:
     """Name, prefix, package count, size (apparent and unique after hardlinks), files, dates."""
     out = []

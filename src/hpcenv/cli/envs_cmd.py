@@ -219,6 +219,8 @@ def list_(
     for path in envs.remove_leftovers_locked(layout, s):
         info(ctx, f"removed the leftover of an interrupted create: {path}")
     rows = envs.list_envs(layout)
+    mine = {e.prefix for e in rows}
+    rows += [e for e in envs.shared_summaries(s.shared_root) if e.prefix not in mine]
     if json_out:
         emit_json("list", rows)
         return
@@ -230,7 +232,7 @@ def list_(
         ["name", "prefix", "packages", "size", "unique", "files", "changed"],
         [
             (
-                e.name or "-",
+                (e.name or "-") + (f" [shared by {e.owner}]" if e.owner else ""),
                 e.prefix,
                 e.packages,
                 human_bytes(e.apparent_bytes),

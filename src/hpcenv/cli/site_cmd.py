@@ -1,0 +1,45 @@
+"""`hpcenv share` (group environments) and `hpcenv modulefile` (Lmod)."""
+
+from __future__ import annotations
+
+import typer
+
+from hpcenv.cli.app import app, emit_json, info, settings
+
+
+@app.command()
+def share(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Environment name or path."),
+    group: str = typer.Option(..., "--group", "-g", help="Unix group to share with."),
+    group_writable: bool = typer.Option(
+        False, "--group-writable", help="Let the group change it too."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Share an environment with a Unix group: group-owned, setgid, group-readable (writable
+    only with --group-writable), never world-writable; listed for members by `hpcenv list`.
+
+    Example:  hpcenv share myenv --group mylab
+    """
+    from hpcenv import envs, site
+    from hpcenv.storage import layout_from
+
+    s = settings(ctx)
+    env_name, prefix = envs.resolve(layout_from(s), name)
+    report = site.share(
+        prefix,
+        env_name or prefix.name,
+        group,
+        group_writable=group_writable,
+        shared_root=s.shared_root,
+    )
+    if json_out:
+        emit_json("share", report)
+        return
+    mode = "read and write" if group_writable else "read-only"
+    print(f"shared {report.name} with group {report.group} ({mode}): {report.prefix}")
+    for path in report.opened_for_search:
+        info(ctx, f"let others pass through (search only, no listing): {path}")
+    if report.entry is None:
+        info(ctx, "no shared_root in the site config: members use the path above")
