@@ -1,0 +1,663 @@
+"""`hpcenv doctor`: what is wrong with this account's Python setup, and the command that fixes it.
+
+`diagnose` runs every check and returns a `DoctorReport`; it raises nothing (a check that cannot
+look reports WARN with why). Each `Check` has a status: OK, WARN (works, but costs quota, time or
+reproducibility) or FAIL (broken now, or loses data or lets others plant code); the CLI exits 1
+when any check FAILs. `fix` is the exact command that fixes it.
+
+`diagnose(..., fix=True)` first applies the one fix that is safe to do for the user: it removes
+the `conda init` block from ~/.bashrc, ~/.bash_profile and ~/.zshrc (only that block, after an
+atomic backup `FILE.hpcenv-backup-<time>`), then checks.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import stat
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from hpcenv.errors import HpcenvError
+from hpcenv.settings import Settings
+from hpcenv.storage import Layout, check_storage, is_within
+
+# conda 4.6+ writes "conda initialize"; the first 4.6 installers wrote "conda init"
+CONDA_BLOCKS = {
+    b"# >>> conda initialize >>>": b"# <<< conda initialize <<<",
+    b"# >>> conda init >>>": b"# <<< conda init <<<",
+}
+SHELL_RC_FILES = (".bashrc", ".bash_profile", ".zshrc")
+CONDARC_FILES = (".condarc", ".conda/.condarc", ".conda/condarc", ".config/conda/.condarc",
+                 ".config/conda/condarc")  # fmt: skip
+QUOTA_WARN_PERCENT = 80.0
+CACHE_VARS = ("XDG_CACHE_HOME", "PIP_CACHE_DIR", "UV_CACHE_DIR", "CONDA_PKGS_DIRS",
+              "RATTLER_CACHE_DIR", "CONDA_ENVS_PATH")  # fmt: skip
+
+
+class Status(str, Enum):
+    OK = "OK"
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    checks: tuple[Check, ...]
+    fixed: tuple[str, ...] = ()  # what --fix changed (and where the backups are)
+
+    @property
+    def failed(self) -> bool:
+        return any(c.status is Status.FAIL for c in self.checks)
+
+
+def _ok(name: str, detail: str) -> Check:
+    return Check(name, Status.OK, detail)
+
+
+def _q(path: Path | str) -> str:
+    return shlex.quote(str(path))
+
+
+# --------------------------------------------------------------------------- conda init blocks
+
+
+def find_conda_blocks(data: bytes) -> list[tuple[int, int]]:
+    """Byte ranges [start, end) of each complete `conda init` block, whole lines. An opening
+    marker without its closing one is not a block (removing it could eat the rest)."""
+    blocks = []
+    start, end_marker = None, None
+    pos = 0
+    for line in data.splitlines(keepends=True):
+        marker = line.strip()
+        if marker in CONDA_BLOCKS:
+            start, end_marker = pos, CONDA_BLOCKS[marker]
+        elif start is not None and marker == end_marker:
+            blocks.append((start, pos + len(line)))
+            start = None
+        pos += len(line)
+    return blocks
+
+
+def _without_blocks(data: bytes, blocks: list[tuple[int, int]]) -> bytes:
+    kept, last = [], 0
+    for start, end in blocks:
+        kept.append(data[last:start])
+        last = end
+    kept.append(data[last:])
+    return b"".join(kept)
+
+
+def _syntax_ok(data: bytes, rc_name: str) -> bool | None:
+    """Whether the shell parses `data` (`bash -n` / `zsh -n`); None when it cannot tell."""
+    import subprocess
+
+    shell = shutil.which("zsh" if rc_name.endswith("zshrc") else "bash")
+    if shell is None:
+        return None
+    result = subprocess.run([shell, "-n"], input=data, capture_output=True, timeout=30)
+    return result.returncode == 0
+
+
+class BlockInsideCode(Exception):
+    """The block sits inside the user's own code (a function, an if): not removed."""
+
+
+def remove_conda_blocks(path: Path) -> Path | None:
+    """Remove every `conda init` block from a shell startup file, keeping every other byte.
+    The original is first copied to `FILE.hpcenv-backup-<time>`; both writes are atomic. A
+    symlinked file is edited where it points. Returns the backup, or None if no block.
+    Raises `BlockInsideCode` (changing nothing) when the file would no longer parse."""
+    real = Path(os.path.realpath(path))
+    data = real.read_bytes()
+    blocks = find_conda_blocks(data)
+    if not blocks:
+        return None
+    if _removal_breaks(data, blocks, real.name):
+        raise BlockInsideCode(str(path))
+    mode = stat.S_IMODE(real.stat().st_mode)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    backup = real.with_name(f"{real.name}.hpcenv-backup-{stamp}")
+    n = 0
+    while os.path.lexists(backup):
+        n += 1
+        backup = real.with_name(f"{real.name}.hpcenv-backup-{stamp}.{n}")
+    _atomic_write_bytes(backup, data, mode)
+    _atomic_write_bytes(real, _without_blocks(data, blocks), mode)
+    return backup
+
+
+def _atomic_write_bytes(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.hpcenv-tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+def _check_storage(settings: Settings, layout: Layout | None, error: str | None) -> Check:
+    if layout is None:
+        return Check(
+            "storage", Status.FAIL, error or "no storage area", "hpcenv setup --storage DIR"
+        )
+    try:
+        check_storage(layout, allow_home=settings.allow_home)
+    except HpcenvError as exc:
+        return Check("storage", Status.FAIL, exc.message, "hpcenv setup --storage DIR")
+    where = "in home (allowed by allow_home)" if is_within(layout.root, layout.home) else "ok"
+    return _ok("storage", f"{layout.root} ({settings.storage_source}): {where}")
+
+
+def _check_redirect(layout: Layout) -> Check:
+    problems, fail = [], False
+    for name in layout.redirect:
+        home_path, target = layout.home_dir(name), layout.storage_dir(name)
+        if os.path.islink(home_path):
+            if not os.path.exists(home_path):
+                continue  # dangling: the dangling-links check says it
+            if os.path.realpath(home_path) != os.path.realpath(target):
+                if is_within(home_path, layout.home):
+                    problems.append(f"~/{name} links to {os.readlink(home_path)}, inside home")
+                    fail = True
+            continue
+        if home_path.is_dir():
+            problems.append(f"~/{name} is a directory in home")
+            fail = True
+        elif not os.path.lexists(home_path):
+            problems.append(f"~/{name} is not set up yet")
+    if not problems:
+        return _ok("redirect", f"{', '.join('~/' + n for n in layout.redirect)} point to storage")
+    status = Status.FAIL if fail else Status.WARN
+    return Check(
+        "redirect", status, "; ".join(problems) + ": caches would fill home", "hpcenv setup"
+    )
+
+
+def _check_dangling(layout: Layout) -> Check:
+    fail, warn = [], []
+    for name in layout.redirect:
+        home_path = layout.home_dir(name)
+        if os.path.islink(home_path) and not os.path.exists(home_path):
+            fail.append(home_path)
+            continue
+        try:
+            entries = list(os.scandir(home_path))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_symlink() and not os.path.exists(entry.path):
+                warn.append(Path(entry.path))
+    if fail:
+        detail = ", ".join(f"{p} -> {os.readlink(p)}" for p in fail) + " is a dangling symlink"
+        fixes = [
+            f"mkdir -p {_q(os.readlink(p))}"
+            if os.path.realpath(p) == os.path.realpath(layout.storage_dir(p.name))
+            else f"rm {_q(p)} && hpcenv setup"
+            for p in fail
+        ]
+        return Check("dangling-links", Status.FAIL, detail, " && ".join(fixes))
+    if warn:
+        detail = ", ".join(f"{p} -> {os.readlink(p)}" for p in warn) + ": dangling"
+        return Check("dangling-links", Status.WARN, detail, "rm " + " ".join(_q(p) for p in warn))
+    return _ok("dangling-links", "no dangling symlinks among the redirected directories")
+
+
+def _check_caches_in_home(layout: Layout, environ: Mapping[str, str]) -> Check:
+    problems, fixes = [], []
+    for var in CACHE_VARS:
+        for value in (environ.get(var) or "").split(","):
+            value = value.strip()
+            if value and is_within(Path(os.path.expanduser(value)), layout.home):
+                problems.append(f"${var}={value} is in home")
+                fixes.append(f"unset {var}")
+                break
+    for path in _condarc_paths(layout.home, environ):
+        data = _read_yaml(path)
+        if not isinstance(data, dict):
+            continue
+        for key in ("pkgs_dirs", "envs_dirs"):
+            entries = data.get(key) or []
+            for entry in entries if isinstance(entries, list) else []:
+                if is_within(Path(os.path.expanduser(str(entry))), layout.home):
+                    problems.append(f"{path}: {key} entry {entry} is in home")
+                    fixes.append(f"conda config --file {_q(path)} --remove {key} {_q(entry)}")
+    if is_within(layout.package_cache.parent, layout.home):
+        problems.append(f"the package cache {layout.package_cache} is in home")
+    if not problems:
+        return _ok("caches-in-home", "no cache is configured to live in home")
+    fix = " && ".join(fixes) if fixes else "hpcenv setup"
+    return Check("caches-in-home", Status.WARN, "; ".join(problems), fix)
+
+
+def _check_envs_in_home(layout: Layout, prefixes: Mapping[Path, str | None], allow: bool) -> Check:
+    inside = [(p, n) for p, n in prefixes.items() if p.exists() and is_within(p, layout.home)]
+    if not inside:
+        return _ok("envs-in-home", "no environment is in home")
+    detail = ", ".join(str(p) for p, _ in inside) + " in home (small quota)"
+    if allow:
+        return _ok("envs-in-home", detail + "; allowed by allow_home")
+    if all(is_within(p, layout.envs_dir) for p, _ in inside):
+        return Check("envs-in-home", Status.WARN, detail, "hpcenv setup")
+    p, n = inside[0]
+    name = n or p.name
+    fix = (
+        f"hpcenv export {_q(p)} > {_q(name + '.yml')} && hpcenv create {_q(name)} -f "
+        f"{_q(name + '.yml')} && rm -rf {_q(p)}"
+    )
+    return Check("envs-in-home", Status.WARN, detail, fix)
+
+
+def _removal_breaks(data: bytes, blocks: list[tuple[int, int]], rc_name: str) -> bool:
+    """Whether taking the blocks out leaves a file the shell no longer parses."""
+    return (
+        _syntax_ok(_without_blocks(data, blocks), rc_name) is False
+        and _syntax_ok(data, rc_name) is not False
+    )
+
+
+def _check_conda_init(home: Path) -> Check:
+    found = []
+    for name in SHELL_RC_FILES:
+        path = home / name
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        blocks = find_conda_blocks(data)
+        if blocks and _removal_breaks(data, blocks, path.name):
+            return Check(
+                "conda-init",
+                Status.WARN,
+                f"the `conda init` block in {path} sits inside your own code (a function or "
+                "an if); removing it alone would break the file",
+                f"edit {_q(path)} and remove the conda initialize lines by hand",
+            )
+        if blocks:
+            found.append(path)
+        elif any(start in data for start in CONDA_BLOCKS):
+            return Check(
+                "conda-init",
+                Status.WARN,
+                f"{path} has a `conda initialize` block without its end marker",
+                f"edit {_q(path)} and remove the conda initialize lines by hand",
+            )
+    if not found:
+        return _ok("conda-init", "no `conda init` block in the shell startup files")
+    detail = (
+        f"`conda init` block in {', '.join(str(p) for p in found)}: it runs conda at every "
+        'login and activates base in batch jobs; use `eval "$(hpcenv activate NAME)"`'
+    )
+    return Check("conda-init", Status.WARN, detail, "hpcenv doctor --fix")
+
+
+def _check_user_site(home: Path, settings: Settings, environ: Mapping[str, str]) -> Check:
+    base = Path(environ.get("PYTHONUSERBASE") or home / ".local")
+    found = []
+    for site in sorted(base.glob("lib/python*/site-packages")):
+        try:
+            if any(site.iterdir()):
+                found.append(site)
+        except OSError:
+            continue
+    if not found:
+        return _ok("user-site", "no packages in ~/.local (user site)")
+    where = ", ".join(str(s) for s in found)
+    if settings.no_user_site:
+        detail = (
+            f"packages in {where} leak into every env's python under `conda activate`; "
+            "hpcenv sets PYTHONNOUSERSITE=1 in its activation by default (no_user_site)"
+        )
+    else:
+        detail = f"packages in {where} leak into every env's python (no_user_site is off)"
+    return Check("user-site", Status.WARN, detail, "export PYTHONNOUSERSITE=1")
+
+
+def _check_quota(layout: Layout, settings: Settings) -> Check:
+    from hpcenv.hygiene import home_quota
+    from hpcenv.report import human_bytes
+
+    quota = home_quota(layout.home, settings.home_quota)
+    if quota is None:
+        return _ok("home-quota", "no home quota known (no `quota` answer, no home_quota setting)")
+    parts = []
+    worst = 0.0
+    if quota.used_percent is not None:
+        parts.append(
+            f"{human_bytes(quota.used_bytes)} of {human_bytes(quota.limit_bytes)} "
+            f"({quota.used_percent:.0f}%)"
+        )
+        worst = quota.used_percent
+    if quota.files_percent is not None:
+        parts.append(f"{quota.files} of {quota.files_limit} files ({quota.files_percent:.0f}%)")
+        worst = max(worst, quota.files_percent)
+    detail = f"home uses {', '.join(parts)} [{quota.source}]"
+    if worst >= 100:
+        return Check("home-quota", Status.FAIL, detail + ": over quota", "hpcenv usage")
+    if worst >= QUOTA_WARN_PERCENT:
+        return Check("home-quota", Status.WARN, detail, "hpcenv usage")
+    return _ok("home-quota", detail)
+
+
+def _check_registry(layout: Layout, registered: list[Path]) -> Check:
+    from hpcenv.envs import read_registry
+
+    missing = [p for p in registered if not (p / "conda-meta").is_dir()]
+    gone = [
+        Path(p)
+        for p in read_registry(layout)
+        if not (Path(p) / "conda-meta").is_dir() and Path(p) not in missing
+    ]
+    listed = {os.path.realpath(p) for p in registered}
+    unlisted = []
+    if layout.envs_dir.is_dir():
+        for entry in sorted(layout.envs_dir.iterdir()):
+            if entry.name.startswith(".") or not (entry / "conda-meta").is_dir():
+                continue
+            if os.path.realpath(entry) not in listed and str(entry) not in map(str, registered):
+                unlisted.append(entry)
+    problems, fixes = [], []
+    txt = _q(layout.environments_txt)
+    for p in missing:
+        problems.append(f"{p} is in environments.txt but missing")
+        fixes.append(f"grep -vxF {_q(p)} {txt} > {txt}.new; mv {txt}.new {txt}")
+    for p in gone:
+        problems.append(f"{p} is in hpcenv's registry but missing")
+    for p in unlisted:
+        problems.append(f"{p} is not in environments.txt (conda env list misses it)")
+        fixes.append(f"echo {_q(p)} >> {txt}")
+    if not problems:
+        return _ok("env-registry", "every registered env exists and every env is registered")
+    return Check("env-registry", Status.WARN, "; ".join(problems), " && ".join(fixes) or None)
+
+
+def _check_leftovers(layout: Layout) -> Check:
+    from hpcenv.hygiene import dead_leftovers, trash_dir
+
+    found = [str(p) for p in dead_leftovers(layout)]
+    if os.path.isdir(trash_dir(layout)) and any(Path(trash_dir(layout)).iterdir()):
+        found.append(str(trash_dir(layout)))
+    if not found:
+        return _ok("leftovers", "no leftovers of interrupted creates or cleans")
+    return Check(
+        "leftovers",
+        Status.WARN,
+        f"leftovers of an interrupted create or clean: {', '.join(found)}",
+        "hpcenv clean --yes",
+    )
+
+
+def _check_pending_update(prefixes: Mapping[Path, str | None]) -> Check:
+    from hpcenv.envs import META_DIR
+
+    pending = [(p, n) for p, n in prefixes.items() if (p / META_DIR / "pending.json").exists()]
+    if not pending:
+        return _ok("pending-update", "no interrupted install or remove")
+    detail = "interrupted install/remove in " + ", ".join(str(p) for p, _ in pending)
+    fix = " && ".join(f"hpcenv install {_q(n or p)}" for p, n in pending)
+    return Check("pending-update", Status.FAIL, detail, fix)
+
+
+def _check_journals(layout: Layout) -> Check:
+    from hpcenv.journal import Journal, StorageLock
+
+    ops = Journal.pending(layout.journal_dir)
+    if not ops:
+        return _ok("interrupted", "no interrupted setup, undo or clean")
+    running = False
+    try:
+        with StorageLock(layout.lock_path, timeout=0):
+            pass
+    except HpcenvError:
+        running = True
+    except OSError:
+        pass
+    commands = {
+        "setup": "hpcenv setup",
+        "undo": "hpcenv setup --undo",
+        "clean": "hpcenv clean --yes",
+    }
+    fix = " && ".join(commands.get(op, f"hpcenv {op}") for op in ops)
+    detail = f"interrupted: {', '.join(ops)}"
+    if running:
+        return Check("interrupted", Status.WARN, detail + " (another hpcenv is running now)", fix)
+    half_moved = any(op in ("setup", "undo") for op in ops)
+    return Check("interrupted", Status.FAIL if half_moved else Status.WARN, detail, fix)
+
+
+def _check_world_writable(layout: Layout, prefixes: Mapping[Path, str | None]) -> Check:
+    from hpcenv.hygiene import cache_dirs, package_dir
+
+    candidates = [
+        layout.cache_root,
+        package_dir(layout),
+        layout.envs_dir,
+        *cache_dirs(layout).values(),
+    ]
+    for prefix in prefixes:
+        candidates.append(prefix)
+        try:
+            candidates += [
+                Path(e.path) for e in os.scandir(prefix) if e.is_dir(follow_symlinks=False)
+            ]
+        except OSError:
+            continue
+    bad = []
+    for path in dict.fromkeys(candidates):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o002 and st.st_uid == os.geteuid():
+            bad.append(path)
+    if not bad:
+        return _ok("world-writable", "no env or cache directory is world-writable")
+    return Check(
+        "world-writable",
+        Status.FAIL,
+        f"anyone can plant code in: {', '.join(str(p) for p in bad)}",
+        "chmod o-w " + " ".join(_q(p) for p in bad),
+    )
+
+
+def _condarc_paths(home: Path, environ: Mapping[str, str]) -> list[Path]:
+    paths = [home / name for name in CONDARC_FILES]
+    if environ.get("CONDARC"):
+        paths.append(Path(os.path.expanduser(environ["CONDARC"])))
+    return [p for p in dict.fromkeys(paths) if p.is_file()]
+
+
+def _read_yaml(path: Path):
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def _is_anaconda_channel(channel: str) -> bool:
+    return channel == "defaults" or "repo.anaconda.com" in channel or channel.startswith("pkgs/")
+
+
+def _check_condarc(home: Path, settings: Settings, environ: Mapping[str, str]) -> Check:
+    problems, fixes = [], []
+    for path in _condarc_paths(home, environ):
+        data = _read_yaml(path)
+        if data is None and path.stat().st_size:
+            problems.append(f"{path} is not valid YAML")
+            continue
+        channels = data.get("channels") if isinstance(data, dict) else None
+        for channel in channels if isinstance(channels, list) else []:
+            if _is_anaconda_channel(str(channel)):
+                problems.append(f"{path} lists the `{channel}` channel")
+                fix = f"conda config --file {_q(path)} --remove channels {_q(channel)}"
+                if "conda-forge" not in channels:
+                    fix += f" && conda config --file {_q(path)} --add channels conda-forge"
+                fixes.append(fix)
+    for channel in settings.channels:
+        if _is_anaconda_channel(channel):
+            problems.append(f"hpcenv's channels setting lists `{channel}`")
+            fixes.append('set channels = ["conda-forge"] in ~/.config/hpcenv/config.toml')
+    if not problems:
+        return _ok("condarc-defaults", "no Anaconda `defaults` channel configured")
+    detail = (
+        "; ".join(problems) + ": Anaconda's terms require a paid licence for many organisations; "
+        "use conda-forge"
+    )
+    return Check("condarc-defaults", Status.WARN, detail, " && ".join(fixes))
+
+
+def _check_sbatch(environ: Mapping[str, str]) -> Check:
+    exe = shutil.which("sbatch", path=environ.get("PATH"))
+    if exe:
+        return _ok("sbatch", f"sbatch found: {exe}")
+    return Check(
+        "sbatch",
+        Status.WARN,
+        "sbatch is not on PATH: `hpcenv submit` cannot submit from here "
+        "(`hpcenv jobscript` still writes scripts)",
+    )
+
+
+def _check_modules(environ: Mapping[str, str]) -> Check:
+    for var in ("LMOD_CMD", "MODULESHOME"):
+        if environ.get(var):
+            return _ok("modules", f"environment modules available (${var}={environ[var]})")
+    return Check(
+        "modules",
+        Status.WARN,
+        "no environment modules ($LMOD_CMD and $MODULESHOME unset): `module load` lines of "
+        "job scripts will fail here",
+    )
+
+
+def _check_gpu(
+    settings: Settings, prefixes: Mapping[Path, str | None], environ: Mapping[str, str]
+) -> Check:
+    if not environ.get("SLURM_JOB_ID"):
+        return _ok("gpu-driver", "not checked: not inside a SLURM job")
+    from hpcenv import gpu
+
+    driver = gpu.detect_cuda_driver()
+    if driver is None:
+        return _ok("gpu-driver", "not checked: no CUDA driver on this node")
+    from hpcenv import engine
+
+    too_old, checked = [], 0
+    for prefix, name in prefixes.items():
+        if not (prefix / "conda-meta").is_dir():
+            continue
+        report = gpu.gpu_report(
+            engine.installed_packages(prefix), driver.version, settings.gpu_packages
+        )
+        checked += 1
+        if report.driver_status == "too_old":
+            too_old.append((prefix, name, report))
+    if not too_old:
+        return _ok("gpu-driver", f"driver CUDA {driver.version} satisfies {checked} env(s)")
+    detail = "; ".join(
+        f"{n or p} needs CUDA >= {r.required_cuda} ({r.required_by})" for p, n, r in too_old
+    )
+    fix = " && ".join(f"hpcenv install {_q(n or p)} --cuda {driver.version}" for p, n, _ in too_old)
+    return Check(
+        "gpu-driver",
+        Status.FAIL,
+        f"{detail}, but this node's driver has CUDA {driver.version}",
+        fix,
+    )
+
+
+# --------------------------------------------------------------------------- run them all
+
+
+def diagnose(
+    settings: Settings, *, environ: Mapping[str, str] | None = None, fix: bool = False
+) -> DoctorReport:
+    """Run every check (after the safe fixes when `fix`); never raises for what it finds."""
+    from hpcenv.storage import layout_from
+
+    env = os.environ if environ is None else environ
+    home = settings.home
+    fixed: list[str] = []
+    if fix:
+        for name in SHELL_RC_FILES:
+            path = home / name
+            try:
+                backup = remove_conda_blocks(path) if path.is_file() else None
+            except BlockInsideCode:
+                continue  # the conda-init check says so
+            if backup is not None:
+                fixed.append(f"removed the conda initialize block from {path} (backup: {backup})")
+
+    layout, error = None, None
+    try:
+        layout = layout_from(settings)
+    except HpcenvError as exc:
+        error = exc.message
+    checks: list[Check] = [_check_storage(settings, layout, error)]
+    run: list[tuple[str, Callable[[], Check]]] = []
+    if layout is not None:
+        from hpcenv.hygiene import all_known_prefixes, registered_in_environments_txt
+
+        prefixes = all_known_prefixes(layout)
+        existing = {p: n for p, n in prefixes.items() if (p / "conda-meta").is_dir()}
+        run += [
+            ("redirect", lambda: _check_redirect(layout)),
+            ("dangling-links", lambda: _check_dangling(layout)),
+            ("caches-in-home", lambda: _check_caches_in_home(layout, env)),
+            ("envs-in-home", lambda: _check_envs_in_home(layout, existing, settings.allow_home)),
+        ]
+    run += [
+        ("conda-init", lambda: _check_conda_init(home)),
+        ("user-site", lambda: _check_user_site(home, settings, env)),
+    ]
+    if layout is not None:
+        run += [
+            ("home-quota", lambda: _check_quota(layout, settings)),
+            (
+                "env-registry",
+                lambda: _check_registry(layout, registered_in_environments_txt(layout)),
+            ),
+            ("leftovers", lambda: _check_leftovers(layout)),
+            ("pending-update", lambda: _check_pending_update(existing)),
+            ("interrupted", lambda: _check_journals(layout)),
+            ("world-writable", lambda: _check_world_writable(layout, existing)),
+        ]
+    run += [
+        ("condarc-defaults", lambda: _check_condarc(home, settings, env)),
+        ("sbatch", lambda: _check_sbatch(env)),
+        ("modules", lambda: _check_modules(env)),
+    ]
+    if layout is not None:
+        run.append(("gpu-driver", lambda: _check_gpu(settings, existing, env)))
+    for name, check in run:
+        try:
+            checks.append(check())
+        except (OSError, ValueError, HpcenvError) as exc:
+            message = exc.message if isinstance(exc, HpcenvError) else str(exc)
+            checks.append(Check(name, Status.WARN, f"could not check: {message}"))
+    return DoctorReport(tuple(checks), tuple(fixed))
