@@ -37,6 +37,9 @@ def _free_port() -> int:
 
 
 def _conf(root: Path, host: str) -> str:
+    # MinJobAge=5: `sbatch --wait` sleeps 2 s, then 8, then 32 between polls unless
+    # MinJobAge/2 <= 2 (sbatch.c `_job_wait`); 5 keeps it polling every 2 s, and finished jobs
+    # still stay listed longer than one poll.
     cpus = os.cpu_count() or 1
     return f"""ClusterName=hpcenvtest
 SlurmctldHost={host}(127.0.0.1)
@@ -64,13 +67,22 @@ MpiDefault=none
 ReturnToService=2
 SchedulerType=sched/backfill
 InactiveLimit=0
-MinJobAge=300
+MinJobAge=5
 KillWait=5
 Waittime=0
-NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=1000 State=UNKNOWN
+SlurmdParameters=config_overrides
+PropagateResourceLimits=NONE
+GresTypes=gpu
+NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=1000 Gres=gpu:1 State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes={host} MaxTime=INFINITE State=UP
 """
+
+
+def _gres_conf(host: str) -> str:
+    # One GPU slot bound to /dev/null: SLURM schedules --gres=gpu:N and sets
+    # CUDA_VISIBLE_DEVICES, so GPU job scripts are accepted and run on a machine without one.
+    return f"AutoDetect=off\nNodeName={host} Name=gpu File=/dev/null\n"
 
 
 def _stop(root: Path) -> None:
@@ -83,11 +95,12 @@ def _stop(root: Path) -> None:
     time.sleep(0.5)
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    need("SLURM", IS_ROOT, "starting slurmctld and slurmd needs root")
-    for exe in ("munged", "slurmctld", "slurmd", "sbatch", "sinfo", "srun"):
-        need("SLURM", shutil.which(exe) is not None, f"{exe} is missing (Debian: {DEBS})")
+class SlurmStartError(RuntimeError):
+    pass
+
+
+def start_slurm() -> Slurm:
+    """Start munged, slurmctld and slurmd (root) and wait for an idle node; or raise."""
     root = Path(tempfile.mkdtemp(prefix="hpcenv-slurm-"))
     (root / "state").mkdir()
     (root / "spool").mkdir()
@@ -97,8 +110,8 @@ def slurm_cluster():
     host = socket.gethostname().split(".")[0]
     conf = root / "slurm.conf"
     conf.write_text(_conf(root, host))
-    old_conf = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = str(conf)
+    (root / "gres.conf").write_text(_gres_conf(host))  # read from beside slurm.conf
+    env = {**os.environ, "SLURM_CONF": str(conf)}
     try:
         subprocess.run(
             [
@@ -113,28 +126,45 @@ def slurm_cluster():
             check=True,
             capture_output=True,
         )
-        subprocess.run(["slurmctld", "-f", str(conf)], check=True, capture_output=True)
-        subprocess.run(["slurmd", "-f", str(conf)], check=True, capture_output=True)
-        deadline = time.monotonic() + 30
-        while True:
-            out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout
-            if "idle" in out:
-                break
-            if time.monotonic() > deadline:
-                logs = (
-                    (root / "slurmctld.log").read_text()[-500:]
-                    if (root / "slurmctld.log").exists()
-                    else ""
-                )
-                need("SLURM", False, f"the node never became idle: {out!r} {logs}")
-            time.sleep(0.3)
+        subprocess.run(["slurmctld", "-f", str(conf)], check=True, capture_output=True, env=env)
+        subprocess.run(["slurmd", "-f", str(conf)], check=True, capture_output=True, env=env)
     except subprocess.CalledProcessError as exc:
-        _stop(root)
-        need("SLURM", False, f"{exc.cmd[0]} failed to start: {exc.stderr!r}")
-    yield Slurm(conf, root)
-    _stop(root)
+        stop_slurm(Slurm(conf, root))
+        raise SlurmStartError(f"{exc.cmd[0]} failed to start: {exc.stderr!r}") from None
+    deadline = time.monotonic() + 30
+    while True:
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, env=env
+        ).stdout
+        if "idle" in out:
+            return Slurm(conf, root)
+        if time.monotonic() > deadline:
+            log = root / "slurmctld.log"
+            tail = log.read_text()[-500:] if log.exists() else ""
+            stop_slurm(Slurm(conf, root))
+            raise SlurmStartError(f"the node never became idle: {out!r} {tail}")
+        time.sleep(0.3)
+
+
+def stop_slurm(cluster: Slurm) -> None:
+    _stop(cluster.root)
+    shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    need("SLURM", IS_ROOT, "starting slurmctld and slurmd needs root")
+    for exe in ("munged", "slurmctld", "slurmd", "sbatch", "sinfo", "srun"):
+        need("SLURM", shutil.which(exe) is not None, f"{exe} is missing (Debian: {DEBS})")
+    try:
+        cluster = start_slurm()
+    except SlurmStartError as exc:
+        need("SLURM", False, str(exc))
+    old_conf = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    yield cluster
+    stop_slurm(cluster)
     if old_conf is None:
         os.environ.pop("SLURM_CONF", None)
     else:
         os.environ["SLURM_CONF"] = old_conf
-    shutil.rmtree(root, ignore_errors=True)

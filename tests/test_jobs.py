@@ -120,3 +120,62 @@ def test_stage_unpacks_a_working_relocated_copy(ready_home, tmp_path):
         env={"PATH": "/usr/bin:/bin"},
     ).stdout
     assert f"prefix: {target}" in out
+
+
+def test_packing_an_env_keeps_the_pack_of_an_env_whose_name_extends_its_name(ready_home):
+    import json
+
+    h = ready_home
+    for name in ("torch-gpu", "torch"):
+        assert hpcenv("create", name, "demo-tool", "-c", h["url"], env=h["env"]).returncode == 0
+    gpu = json.loads(hpcenv("pack", "torch-gpu", "--json", env=h["env"]).stdout)["result"]
+    assert hpcenv("pack", "torch", "--json", env=h["env"]).returncode == 0
+    assert Path(gpu["path"]).exists()
+    again = json.loads(hpcenv("pack", "torch-gpu", "--json", env=h["env"]).stdout)["result"]
+    assert again["reused"] is True
+
+
+def test_staged_job_quotes_the_env_name_and_unpacks_with_python3(tmp_path):
+    """The staging lines of a job script, run by bash with a stand-in srun: an env whose
+    directory name is shell syntax lands in a directory of that literal name, and a pack
+    without its own python is unpacked with python3 (there is no `python` on the PATH)."""
+    import os
+    import sys
+    import tarfile
+
+    env = tmp_path / "env"
+    (env / "bin").mkdir(parents=True)
+    (env / "etc/hpcenv").mkdir(parents=True)
+    (env / "bin/conda-unpack").write_text("#!/usr/bin/env python\nopen('unpacked', 'w')\n")
+    (env / "bin/conda-unpack").chmod(0o755)  # as conda-pack writes it
+    (env / "etc/hpcenv/activate.sh").write_text('STAGED_AT="$HPCENV_STAGED"; export STAGED_AT\n')
+    pack = tmp_path / "env.tar.gz"
+    with tarfile.open(pack, "w:gz") as tar:
+        tar.add(env, arcname=".")
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "srun").write_text(
+        '#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n'
+    )
+    (tools / "srun").chmod(0o755)
+    (tools / "python3").symlink_to(sys.executable)
+    name = 'a$(touch pwned)"b'
+    text = jobs.render_jobscript(
+        req(env_name=name, job_name="j", stage=True, command=("printenv", "STAGED_AT")),
+        jobs.SchedulerSite(),
+        log_dir=Path("/l"),
+        pack=pack,
+    )
+    run = subprocess.run(
+        ["bash"],
+        input=text,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": f"{tools}:/usr/bin:/bin", "SLURM_JOB_ID": "7", "TMPDIR": str(tmp_path)},
+    )
+    assert run.returncode == 0, run.stderr
+    staged = tmp_path / "hpcenv-7" / name
+    assert run.stdout.strip() == str(staged)
+    assert (tmp_path / "unpacked").exists() and not (tmp_path / "pwned").exists()
+    assert not os.path.exists(tmp_path / "hpcenv-7" / "ab")

@@ -79,9 +79,16 @@ def test_rejected_job_exits_1_with_slurms_message(job_home):
     assert r.returncode == 1 and "Invalid partition" in r.stderr
 
 
-def test_gpu_job_lines_are_rendered_from_the_site_config(job_home):
+def test_gpu_job_runs_in_the_sites_gpu_partition_with_a_gpu(job_home):
     site = Path(job_home["env"]["HPCENV_SITE_CONFIG"])
     site.write_text('[scheduler]\ngpu_partition = "gpu"\ngres = "--gres=gpu:{n}"\n')
-    r = hpcenv("jobscript", "jobenv", "--gpus", "1", "--", "nvidia-smi", env=job_home["env"])
-    assert "#SBATCH --partition=gpu" in r.stdout and "#SBATCH --gres=gpu:1" in r.stdout
-    os.unlink(site)
+    try:
+        cmd = ("sh", "-c", 'echo "partition=$SLURM_JOB_PARTITION gpus=$CUDA_VISIBLE_DEVICES"')
+        script = hpcenv("jobscript", "jobenv", "--gpus", "1", "--", *cmd, env=job_home["env"])
+        assert "#SBATCH --partition=gpu" in script.stdout
+        assert "#SBATCH --gres=gpu:1" in script.stdout
+        r = _submit(job_home, "--gpus", "1", "--", *cmd)
+    finally:
+        os.unlink(site)
+    assert r.returncode == 0, r.stderr
+    assert "partition=gpu gpus=0" in _log(job_home, r)

@@ -10,6 +10,7 @@ once per node onto local disk and activates that copy.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
@@ -103,8 +104,8 @@ def render_jobscript(
     partition = req.partition or (site.gpu_partition if req.gpus else None) or site.partition
     if partition is not None:
         _check(partition, _WORD, "partition in the site config", "gpu")
-    name = req.job_name or f"hpcenv-{req.env_name}"
-    _check(name, _WORD, "job name", "train-1")
+    # An env given by path may have any directory name; the default job name keeps it readable.
+    name = req.job_name or "hpcenv-" + re.sub(r"[^A-Za-z0-9_.+-]", "_", req.env_name)
     output = req.output or str(log_dir / ("%x-%A_%a.out" if req.array else "%x-%j.out"))
     sbatch = [f"--job-name={name}", f"--output={output}"]
     for flag, value in (
@@ -150,12 +151,14 @@ def render_jobscript(
 
 # Run once per node as `bash -c UNPACK _ TARGET PACK`. The parent of TARGET sits in a
 # shared /tmp under a predictable name, so it must be a private directory we created, not a
-# link someone planted.
+# link someone planted. conda-unpack is a Python script (`#!/usr/bin/env python`): run it with
+# the env's own python, else python3 (Debian and RHEL nodes have no `python` by default).
 UNPACK = (
     'set -e; d=$(dirname "$1"); mkdir -m 700 -p "$d"; '
     'if [ -L "$d" ] || [ ! -O "$d" ]; then echo "hpcenv: unsafe staging directory $d" >&2; exit 1; fi; '
     'mkdir -p "$1"; tar -xzf "$2" -C "$1"; '
     'if [ -x "$1/bin/python" ]; then "$1/bin/python" "$1/bin/conda-unpack"; '
+    'elif command -v python3 >/dev/null; then python3 "$1/bin/conda-unpack"; '
     'else "$1/bin/conda-unpack"; fi'
 )
 
@@ -166,7 +169,7 @@ def _stage_lines(name: str, pack: Path) -> list[str]:
     unpack = UNPACK
     return [
         f"HPCENV_PACK={q(str(pack))}",
-        f'HPCENV_STAGED="${{TMPDIR:-/tmp}}/hpcenv-${{SLURM_JOB_ID}}/{name}"',
+        f'HPCENV_STAGED="${{TMPDIR:-/tmp}}/hpcenv-${{SLURM_JOB_ID}}/"{q(name)}',
         'if [ "${SLURM_NNODES:-1}" -gt 1 ]; then',
         '  sbcast --force "$HPCENV_PACK" "${TMPDIR:-/tmp}/hpcenv-${SLURM_JOB_ID}.tar.gz"',
         '  HPCENV_PACK="${TMPDIR:-/tmp}/hpcenv-${SLURM_JOB_ID}.tar.gz"',
@@ -212,12 +215,16 @@ def _output_path(script: str, job_id: str) -> str | None:
 
 
 def pack_key(prefix: Path) -> str:
-    """Changes whenever the env's packages (or hpcenv's own files in it) change."""
-    h = hashlib.sha256()
-    for d in ("conda-meta", "etc/hpcenv"):
-        for path in sorted((prefix / d).glob("*")):
-            st = path.stat()
-            h.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    """Changes whenever the env's packages change: conda's (conda-meta), pip's (the entries of
+    site-packages) or hpcenv's own files in it. The prefix is part of it: a pack holds it."""
+    h = hashlib.sha256(f"{prefix}\n".encode())
+    for pattern in ("conda-meta/*", "etc/hpcenv/*", "lib/python*/site-packages/*"):
+        for path in sorted(prefix.glob(pattern)):
+            if path.name == "__pycache__":  # changes on import, not on install
+                continue
+            st = path.lstat()
+            rel = path.relative_to(prefix)
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -230,8 +237,10 @@ def pack(prefix: Path, name: str, packs_dir: Path, out: Path | None = None) -> P
     if not reused:
         import conda_pack
 
-        for old in packs_dir.glob(f"{name}-*.tar.gz"):
-            old.unlink()  # a stale pack of the same env
+        stale = re.compile(re.escape(name) + r"-[0-9a-f]{16}\.tar\.gz")
+        for old in packs_dir.glob(f"{glob.escape(name)}-*.tar.gz"):
+            if stale.fullmatch(old.name):  # not `NAME-gpu-KEY` of another env
+                old.unlink()
         tmp = packs_dir / f".{name}-{key}.tmp-{os.getpid()}.tar.gz"
         try:
             conda_pack.pack(prefix=str(prefix), output=str(tmp), force=True, verbose=False)
