@@ -226,16 +226,29 @@ def test_eval_of_hpcenv_activate_works_in_bash_and_deactivate_restores(demo_env)
     )
 
 
-def test_activate_imports_neither_rattler_nor_rich(demo_env):
+def test_activate_imports_neither_rattler_nor_rich_nor_typer(demo_env):
     code = (
         "import sys; from hpcenv.cli import main\n"
         "try:\n    main(['activate', 'demo'])\nexcept SystemExit:\n    pass\n"
-        "print('LOADED', sorted(m for m in ('rattler', 'rich') if m in sys.modules), file=sys.stderr)"
+        "mods = ('rattler', 'rich', 'typer')\n"
+        "print('LOADED', sorted(m for m in mods if m in sys.modules), file=sys.stderr)"
     )
     r = subprocess.run(
         [sys.executable, "-c", code], env=demo_env["env"], capture_output=True, text=True
     )
     assert "LOADED []" in r.stderr, r.stderr
+
+
+def test_fast_path_prints_what_the_full_cli_prints(demo_env):
+    from tests.fs import hpcenv
+
+    env = demo_env["env"]
+    fast = hpcenv("activate", "demo", "--shell", "fish", env=env)
+    full = hpcenv("--storage", env["HPCENV_STORAGE"], "activate", "demo", "--shell", "fish", env=env)
+    assert fast.returncode == full.returncode == 0
+    assert fast.stdout == full.stdout and "set -gx CONDA_PREFIX" in fast.stdout
+    missing = hpcenv("activate", "nope", env=env)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
 
 
 def test_run_passes_the_exit_code_through(demo_env):

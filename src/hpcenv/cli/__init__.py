@@ -17,9 +17,19 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"hpcenv {__version__}")
         return
-    import typer
-
     from hpcenv.errors import EXIT_USAGE, HpcenvError
+
+    if args[:1] == ["activate"]:  # the other hot path: eval "$(hpcenv activate NAME)"
+        from hpcenv.cli.fast import activate
+
+        try:
+            code = activate(args[1:])
+        except HpcenvError as exc:
+            print(f"hpcenv: error: {exc.one_line()}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        if code is not None:
+            sys.exit(code)
+    import typer
 
     click_usage_error = typer.BadParameter.__mro__[1]  # click's UsageError, as Typer bundles it
     try:

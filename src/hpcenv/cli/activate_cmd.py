@@ -8,6 +8,7 @@ import sys
 import typer
 
 from hpcenv.cli.app import app, settings
+from hpcenv.cli.app_shell import default_shell
 
 
 def _resolve(ctx: typer.Context, name: str):
@@ -19,11 +20,6 @@ def _resolve(ctx: typer.Context, name: str):
     env_name, prefix = resolve(layout_from(s), name)
     check_trusted(prefix)
     return s, env_name or str(prefix), prefix
-
-
-def _default_shell() -> str:
-    base = os.path.basename(os.environ.get("SHELL", "bash"))
-    return base if base in ("bash", "zsh", "fish", "tcsh") else "bash"
 
 
 @app.command()
@@ -44,7 +40,7 @@ def activate(
     s, env_name, prefix = _resolve(ctx, name)
     sys.stdout.write(
         activation_script(
-            prefix, name=env_name, shell=shell or _default_shell(), no_user_site=s.no_user_site
+            prefix, name=env_name, shell=shell or default_shell(), no_user_site=s.no_user_site
         )
     )
 
