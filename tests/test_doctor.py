@@ -339,6 +339,11 @@ def test_defaults_channel_in_condarc_warns_with_the_licence_reason(ready_home):
     assert "--remove channels defaults" in c.fix and "--add channels conda-forge" in c.fix
     condarc.write_text("channels:\n  - conda-forge\nchannel_priority: strict\n")
     assert check(h, "condarc-defaults").status is Status.OK
+    condarc.write_text("# only a comment\n")
+    assert check(h, "condarc-defaults").status is Status.OK
+    condarc.write_text("channels: [defaults\n")
+    c = check(h, "condarc-defaults")
+    assert c.status is Status.WARN and "not valid YAML" in c.detail
 
 
 def test_missing_sbatch_warns(ready_home, tmp_path):

@@ -15,6 +15,7 @@ import pytest
 from hpcenv import hygiene
 from hpcenv.settings import load_settings
 from hpcenv.storage import layout_from
+from tests.conftest import need
 from tests.fs import hpcenv, snapshot
 
 # `quota -s` output as quota-tools prints it (quota.c: heading() and showquotas() formats,
@@ -328,8 +329,7 @@ def test_clean_keeps_outdated_packs_while_jobs_may_stage_them(two_envs):
     bin_dir = h["root"] / "bin"
     bin_dir.mkdir()
     squeue = shutil.which("squeue")
-    if squeue is None:
-        pytest.skip("squeue is not installed")
+    need("squeue", squeue is not None, "SLURM's client commands are not installed")
     os.symlink(squeue, bin_dir / "squeue")
     # a real squeue that cannot reach a controller cannot tell: the packs stay
     result = run(h, "clean", "--yes", "--json", PATH=f"{bin_dir}:{os.path.dirname(sys.executable)}",

@@ -490,13 +490,17 @@ def _condarc_paths(home: Path, environ: Mapping[str, str]) -> list[Path]:
     return [p for p in dict.fromkeys(paths) if p.is_file()]
 
 
+_UNREADABLE = object()
+
+
 def _read_yaml(path: Path):
+    """The parsed file (None when empty or only comments), or `_UNREADABLE`."""
     import yaml
 
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
+        return _UNREADABLE
 
 
 def _is_anaconda_channel(channel: str) -> bool:
@@ -507,7 +511,7 @@ def _check_condarc(home: Path, settings: Settings, environ: Mapping[str, str]) -
     problems, fixes = [], []
     for path in _condarc_paths(home, environ):
         data = _read_yaml(path)
-        if data is None and path.stat().st_size:
+        if data is _UNREADABLE:
             problems.append(f"{path} is not valid YAML")
             continue
         channels = data.get("channels") if isinstance(data, dict) else None
@@ -524,11 +528,12 @@ def _check_condarc(home: Path, settings: Settings, environ: Mapping[str, str]) -
             fixes.append('set channels = ["conda-forge"] in ~/.config/hpcenv/config.toml')
     if not problems:
         return _ok("condarc-defaults", "no Anaconda `defaults` channel configured")
-    detail = (
-        "; ".join(problems) + ": Anaconda's terms require a paid licence for many organisations; "
-        "use conda-forge"
-    )
-    return Check("condarc-defaults", Status.WARN, detail, " && ".join(fixes))
+    detail = "; ".join(problems)
+    if fixes:
+        detail += (
+            ": Anaconda's terms require a paid licence for many organisations; use conda-forge"
+        )
+    return Check("condarc-defaults", Status.WARN, detail, " && ".join(fixes) or None)
 
 
 def _check_sbatch(environ: Mapping[str, str]) -> Check:
