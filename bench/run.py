@@ -77,7 +77,11 @@ def fmt(times: list[float]) -> str:
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, check=True, capture_output=True, **kw)
+    result = subprocess.run(cmd, capture_output=True, **kw)
+    if result.returncode != 0:
+        err = result.stderr.decode(errors="replace") if isinstance(result.stderr, bytes) else result.stderr
+        raise RuntimeError(f"{' '.join(map(str, cmd[:4]))} ... exited {result.returncode}: {err.strip()[-300:]}")
+    return result
 
 
 @contextlib.contextmanager
@@ -197,8 +201,297 @@ def bench_migration(quick: bool, work: Path) -> list[Row | Skipped]:
     return out
 
 
+RAW_RATTLER = """
+import asyncio, sys
+from pathlib import Path
+import rattler
+channel, cache, prefix, *specs = sys.argv[1:]
+async def main():
+    gateway = rattler.Gateway(cache_dir=Path(cache) / "repodata")
+    records = await rattler.solve(sources=[rattler.Channel(channel)], specs=specs, gateway=gateway,
+                                  platforms=[str(rattler.Subdir.current()), "noarch"],
+                                  virtual_packages=[v.into_generic() for v in rattler.VirtualPackage.detect()])
+    await rattler.install(records, target_prefix=prefix, cache_dir=Path(cache) / "pkgs", show_progress=False)
+asyncio.run(main())
+"""
+
+
+def bench_create(quick: bool, work: Path) -> list[Row | Skipped]:
+    """hpcenv create vs a plain py-rattler script: same channel, same specs, cold and warm."""
+    from hpcenv.channel import build_channel, synthetic_packages
+
+    n = 50 if quick else 200
+    repeat = 3 if quick else 5
+    url = build_channel(
+        work / "chan", synthetic_packages(n_packages=n, versions=3, files_per_package=100)
+    )
+    specs = [f"pkg{i:03d}" for i in range(n - 10, n)]  # the top ones pull in most of the rest
+    raw = work / "raw.py"
+    raw.write_text(RAW_RATTLER)
+    rows: list[Row | Skipped] = []
+    counter = iter(range(10_000))
+    for warm in (False, True):
+
+        def fresh(kind: str, warm=warm, counter=counter) -> tuple[Path, Path]:
+            i = next(counter)
+            cache = work / f"{kind}-cache" if warm else work / f"{kind}-cache-{i}"
+            return cache, work / f"{kind}-envs-{i}"
+
+        # one untimed run fills the warm caches
+        if warm:
+            run(
+                [
+                    sys.executable,
+                    str(raw),
+                    url,
+                    str(work / "raw-cache"),
+                    str(work / "raw-warmup"),
+                    *specs,
+                ]
+            )
+        t_raw = []
+        for _ in range(repeat):
+            cache, prefix = fresh("raw")
+            t0 = time.perf_counter()
+            run([sys.executable, str(raw), url, str(cache), str(prefix), *specs])
+            t_raw.append(time.perf_counter() - t0)
+        t_h = []
+        home, storage = work / "home", work / "storage"
+        for _ in range(repeat + (1 if warm else 0)):
+            i = next(counter)
+            shutil.rmtree(home, ignore_errors=True)
+            if not warm:
+                shutil.rmtree(storage, ignore_errors=True)
+            (home / ".conda").mkdir(parents=True)
+            storage.mkdir(exist_ok=True)
+            env = {
+                **os.environ,
+                "HOME": str(home),
+                "HPCENV_STORAGE": str(storage),
+                "HPCENV_SITE_CONFIG": str(work / "none.toml"),
+                "HPCENV_ALLOW_HOME": "1",
+            }
+            t0 = time.perf_counter()
+            run(
+                hpcenv_cmd("-q", "create", "-p", str(storage / f"env{i}"), *specs, "-c", url),
+                env=env,
+            )
+            t_h.append(time.perf_counter() - t0)
+        if warm:
+            t_h = t_h[1:]  # the first filled hpcenv's own cache
+        ratio = statistics.median(t_h) / statistics.median(t_raw)
+        rows.append(
+            Row(
+                "create",
+                f"{'warm' if warm else 'cold'} cache, {n * 3} packages x 100 files",
+                t_h,
+                "py-rattler script",
+                t_raw,
+                "<= 1.2x",
+                ratio <= 1.2,
+            )
+        )
+    return rows
+
+
+def _demo_env(work: Path) -> tuple[dict, Path]:
+    from hpcenv.channel import build_channel, demo_packages
+
+    url = build_channel(work / "chan", demo_packages())
+    home, storage = work / "home", work / "storage"
+    home.mkdir()
+    storage.mkdir()
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "HPCENV_STORAGE": str(storage),
+        "HPCENV_SITE_CONFIG": str(work / "none.toml"),
+    }
+    run(hpcenv_cmd("-q", "setup", "--yes"), env=env)
+    run(hpcenv_cmd("-q", "create", "demo", "python", "demo-tool", "-c", url), env=env)
+    return env, home / ".conda" / "envs" / "demo"
+
+
+def bench_activation(quick: bool, work: Path) -> list[Row | Skipped]:
+    """Sourcing the static script and eval of `hpcenv activate` vs `bash -c true`;
+    `hpcenv --version` vs `python3 -c pass`."""
+    repeat = 10 if quick else 30
+    env, prefix = _demo_env(work)
+    static = prefix / "etc/hpcenv/activate.sh"
+    bash_true = timeit(lambda: run(["bash", "-c", "true"], env=env), repeat)
+    t_static = timeit(lambda: run(["bash", "-c", f". '{static}'"], env=env), repeat)
+    # the console script beside this interpreter (not a pyenv shim, which costs ~100 ms)
+    exe = Path(sys.executable).parent / "hpcenv"
+    hp = str(exe) if exe.exists() else " ".join(hpcenv_cmd())
+    t_eval = timeit(lambda: run(["bash", "-c", f'eval "$({hp} activate demo)"'], env=env), repeat)
+    py_pass = timeit(lambda: run([sys.executable, "-c", "pass"], env=env), repeat)
+    version_cmd = [str(exe), "--version"] if exe.exists() else hpcenv_cmd("--version")
+    t_version = timeit(lambda: run(version_cmd, env=env), repeat)
+    med = statistics.median
+    return [
+        Row(
+            "activation",
+            "source PREFIX/etc/hpcenv/activate.sh",
+            t_static,
+            "bash -c true",
+            bash_true,
+            "< 10 ms",
+            med(t_static) < 0.010,
+        ),
+        Row(
+            "activation",
+            'eval "$(hpcenv activate demo)"',
+            t_eval,
+            "bash -c true",
+            bash_true,
+            "< 150 ms",
+            med(t_eval) < 0.150,
+        ),
+        Row(
+            "startup",
+            "hpcenv --version",
+            t_version,
+            "python3 -c pass",
+            py_pass,
+            "< 150 ms",
+            med(t_version) < 0.150,
+        ),
+    ]
+
+
+def bench_usage(quick: bool, work: Path) -> list[Row | Skipped]:
+    """The usage scan vs `du -s` on the same tree, both warm."""
+    files = 20_000 if quick else 200_000
+    tree = work / "tree"
+    make_tree(tree, files, size=10)
+    repeat = 3 if quick else 5
+    code = "import sys; from hpcenv.usage import scan; scan(sys.argv[1])"
+    run(["du", "-s", str(tree)])  # warm the dentry and inode caches
+    du = timeit(lambda: run(["du", "-s", str(tree)]), repeat)
+    h = timeit(lambda: run([sys.executable, "-c", code, str(tree)]), repeat)
+    ratio = statistics.median(h) / statistics.median(du)
+    return [
+        Row(
+            "usage",
+            f"scan of {files:,} files (hardlinks once, parallel scandir)",
+            h,
+            "du -s",
+            du,
+            "<= 1.0x",
+            ratio <= 1.0,
+        )
+    ]
+
+
+def bench_submit(quick: bool, work: Path) -> list[Row | Skipped]:
+    """hpcenv submit --wait vs sbatch --wait of the same script, on a real SLURM."""
+    if shutil.which("sbatch") is None:
+        return [Skipped("submit", "no sbatch on this machine")]
+    cluster = None
+    probe = subprocess.run(["sinfo", "-h"], capture_output=True, text=True)
+    if probe.returncode != 0 or not probe.stdout.strip():
+        if os.geteuid() != 0:
+            return [Skipped("submit", "SLURM is not answering and starting it needs root")]
+        from tests.slurm import start_slurm
+
+        cluster = start_slurm()
+        os.environ["SLURM_CONF"] = str(cluster.conf)
+    try:
+        env, prefix = _demo_env(work)
+        repeat = 2 if quick else 5
+        script = subprocess.run(
+            hpcenv_cmd("jobscript", "demo", "--", "demo-tool"),
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        (work / "storage" / "hpcenv-logs").mkdir(exist_ok=True)
+        t_s = timeit(
+            lambda: run(["sbatch", "--wait", "--parsable"], input=script.encode(), env=env), repeat
+        )
+        t_h = timeit(
+            lambda: run(hpcenv_cmd("-q", "submit", "demo", "--wait", "--", "demo-tool"), env=env),
+            repeat,
+        )
+        ratio = statistics.median(t_h) / statistics.median(t_s)
+        return [
+            Row(
+                "submit",
+                "submit --wait to job end (single-node SLURM on loopback)",
+                t_h,
+                "sbatch --wait",
+                t_s,
+                "< 1.1x",
+                ratio < 1.1,
+            )
+        ]
+    finally:
+        if cluster is not None:
+            from tests.slurm import stop_slurm
+
+            stop_slurm(cluster)
+
+
+def bench_pack(quick: bool, work: Path) -> list[Row | Skipped]:
+    """pack + stage of a 20,000-file env (stage = unpack + conda-unpack)."""
+    from hpcenv.channel import build_channel, synthetic_packages
+
+    n = 50 if quick else 200
+    url = build_channel(
+        work / "chan", synthetic_packages(n_packages=n, versions=1, files_per_package=100)
+    )
+    home, storage = work / "home", work / "storage"
+    (home / ".conda").mkdir(parents=True)
+    storage.mkdir()
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "HPCENV_STORAGE": str(storage),
+        "HPCENV_SITE_CONFIG": str(work / "none.toml"),
+        "HPCENV_ALLOW_HOME": "1",
+    }
+    env.pop("SLURM_JOB_ID", None)
+    prefix = storage / "big"
+    run(
+        hpcenv_cmd(
+            "-q", "create", "-p", str(prefix), *[f"pkg{i:03d}" for i in range(n)], "-c", url
+        ),
+        env=env,
+    )
+    files = sum(len(f) for _, _, f in os.walk(prefix))
+    t_pack = timeit(lambda: run(hpcenv_cmd("pack", str(prefix)), env=env), 1)
+    t_reuse = timeit(lambda: run(hpcenv_cmd("pack", str(prefix)), env=env), 3)
+    counter = iter(range(100))
+    t_stage = timeit(
+        lambda: run(
+            hpcenv_cmd("stage", str(prefix), "--to", str(work / f"st{next(counter)}")), env=env
+        ),
+        3,
+    )
+    t_tar = timeit(lambda: run(["tar", "-cf", str(work / "plain.tar"), "-C", str(prefix), "."]), 3)
+    return [
+        Row(
+            "pack",
+            f"first pack of a {files:,}-file env",
+            t_pack,
+            "tar -cf (no compression)",
+            t_tar,
+            "-",
+            None,
+        ),
+        Row("pack", "pack again, env unchanged (cache hit)", t_reuse, "tar -cf", t_tar, "-", None),
+        Row("stage", "stage (unpack + conda-unpack)", t_stage, "tar -cf", t_tar, "-", None),
+    ]
+
+
 SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
+    "create": bench_create,
+    "activation": bench_activation,
     "migration": bench_migration,
+    "usage": bench_usage,
+    "submit": bench_submit,
+    "pack": bench_pack,
 }
 
 
@@ -249,6 +542,8 @@ def main() -> int:
     )
     parser.add_argument("--results", type=Path, default=None, help="write the markdown here")
     args = parser.parse_args()
+    # as installed by pip: byte-compiled (this machine sets PYTHONDONTWRITEBYTECODE)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "src")], capture_output=True)
     chosen = [s for s in args.only.split(",") if s] or list(SECTIONS)
     results: list[Row | Skipped] = []
     with tempfile.TemporaryDirectory(prefix="hpcenv-bench-") as tmp:
