@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +68,13 @@ def platform() -> str:
 
 
 def _run(coro):
-    return asyncio.run(coro)
+    try:
+        return asyncio.run(coro)
+    finally:
+        # rattler's tokio threads may still drop a Python object just after the loop ends;
+        # exiting the interpreter at that moment crashed ~5% of short scripts (SIGSEGV in
+        # Py_FinalizeEx). No shutdown API exists (PyO3/pyo3-async-runtimes#40): let it settle.
+        time.sleep(0.002)
 
 
 def _info(record, extracted_dir: str | None = None) -> PackageInfo:
@@ -216,7 +223,10 @@ def install(
         rx.ExtractError,
     ) as exc:
         text = str(exc)
-        if any(s in text for s in ("No space left", "Disk quota exceeded", "os error 28", "os error 122")):
+        if any(
+            s in text
+            for s in ("No space left", "Disk quota exceeded", "os error 28", "os error 122")
+        ):
             raise OSError(errno.ENOSPC, "no space left while installing packages") from None
         raise OperationError(
             f"installing packages into {prefix} failed: {_first_line(exc)}"
