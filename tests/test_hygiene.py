@@ -331,9 +331,11 @@ def test_clean_keeps_outdated_packs_while_jobs_may_stage_them(two_envs):
     squeue = shutil.which("squeue")
     need("squeue", squeue is not None, "SLURM's client commands are not installed")
     os.symlink(squeue, bin_dir / "squeue")
-    # a real squeue that cannot reach a controller cannot tell: the packs stay
-    result = run(h, "clean", "--yes", "--json", PATH=f"{bin_dir}:{os.path.dirname(sys.executable)}",
-                 SLURM_CONF=str(h["root"] / "no-slurm.conf"))  # fmt: skip
+    # a real squeue without a usable slurm.conf cannot tell: the packs stay
+    conf = h["root"] / "slurm.conf"
+    conf.write_text("")
+    path = f"{bin_dir}:{os.path.dirname(sys.executable)}"
+    result = run(h, "clean", "--yes", "--json", PATH=path, SLURM_CONF=str(conf))
     assert result.returncode == 0, result.stderr
     assert stale.exists()
     assert any("queue" in w for w in result_of(result)["warnings"])

@@ -605,23 +605,29 @@ def stale_packs(
     return items + stale, None
 
 
+_queued: dict[str, bool] = {}
+
+
 def _jobs_queued(environ: Mapping[str, str]) -> bool:
-    """Whether SLURM lists jobs of this user (pending or running)."""
+    """Whether SLURM lists jobs of this user (pending or running); True when it cannot tell
+    (squeue fails, or a controller that does not answer makes it time out). Asked once."""
     exe = shutil.which("squeue", path=environ.get("PATH"))
     if exe is None:
         return False
-    import getpass
+    if exe not in _queued:
+        import getpass
 
-    try:
-        out = subprocess.run(
-            [exe, "-h", "-u", getpass.getuser(), "-o", "%i"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return True  # cannot tell: keep them
-    return out.returncode != 0 or bool(out.stdout.strip())
+        try:
+            out = subprocess.run(
+                [exe, "-h", "-u", getpass.getuser(), "-o", "%i"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+            _queued[exe] = out.returncode != 0 or bool(out.stdout.strip())
+        except (OSError, subprocess.TimeoutExpired):
+            _queued[exe] = True
+    return _queued[exe]
 
 
 def _all_leftovers(layout: Layout) -> list[Path]:
