@@ -615,6 +615,9 @@ def diagnose(
                 backup = remove_conda_blocks(path) if path.is_file() else None
             except BlockInsideCode:
                 continue  # the conda-init check says so
+            except OSError as exc:
+                fixed.append(f"could not remove the conda initialize block from {path}: {exc}")
+                continue
             if backup is not None:
                 fixed.append(f"removed the conda initialize block from {path} (backup: {backup})")
 
@@ -628,7 +631,10 @@ def diagnose(
     if layout is not None:
         from hpcenv.hygiene import all_known_prefixes, registered_in_environments_txt
 
-        prefixes = all_known_prefixes(layout)
+        try:
+            prefixes = all_known_prefixes(layout)
+        except OSError:
+            prefixes = {}  # the registry checks below say what cannot be read
         existing = {p: n for p, n in prefixes.items() if (p / "conda-meta").is_dir()}
         run += [
             ("redirect", lambda: _check_redirect(layout)),
