@@ -97,4 +97,12 @@ def confirm(question: str, yes: bool) -> bool:
 
 
 # Command modules register themselves on `app` when imported.
-from hpcenv.cli import activate_cmd, envs_cmd, jobs_cmd, setup_cmd, site_cmd  # noqa: E402,F401
+from hpcenv.cli import (  # noqa: E402,F401
+    activate_cmd,
+    envs_cmd,
+    hygiene_cmd,
+    jobs_cmd,
+    selftest_cmd,
+    setup_cmd,
+    site_cmd,
+)
