@@ -79,8 +79,14 @@ def fmt(times: list[float]) -> str:
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, capture_output=True, **kw)
     if result.returncode != 0:
-        err = result.stderr.decode(errors="replace") if isinstance(result.stderr, bytes) else result.stderr
-        raise RuntimeError(f"{' '.join(map(str, cmd[:4]))} ... exited {result.returncode}: {err.strip()[-300:]}")
+        err = (
+            result.stderr.decode(errors="replace")
+            if isinstance(result.stderr, bytes)
+            else result.stderr
+        )
+        raise RuntimeError(
+            f"{' '.join(map(str, cmd[:4]))} ... exited {result.returncode}: {err.strip()[-300:]}"
+        )
     return result
 
 
@@ -543,7 +549,9 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=None, help="write the markdown here")
     args = parser.parse_args()
     # as installed by pip: byte-compiled (this machine sets PYTHONDONTWRITEBYTECODE)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "src")], capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(REPO / "src")], capture_output=True
+    )
     chosen = [s for s in args.only.split(",") if s] or list(SECTIONS)
     results: list[Row | Skipped] = []
     with tempfile.TemporaryDirectory(prefix="hpcenv-bench-") as tmp:

@@ -244,7 +244,9 @@ def test_fast_path_prints_what_the_full_cli_prints(demo_env):
 
     env = demo_env["env"]
     fast = hpcenv("activate", "demo", "--shell", "fish", env=env)
-    full = hpcenv("--storage", env["HPCENV_STORAGE"], "activate", "demo", "--shell", "fish", env=env)
+    full = hpcenv(
+        "--storage", env["HPCENV_STORAGE"], "activate", "demo", "--shell", "fish", env=env
+    )
     assert fast.returncode == full.returncode == 0
     assert fast.stdout == full.stdout and "set -gx CONDA_PREFIX" in fast.stdout
     missing = hpcenv("activate", "nope", env=env)

@@ -15,7 +15,7 @@ import pytest
 from hpcenv import hygiene
 from hpcenv.settings import load_settings
 from hpcenv.storage import layout_from
-from tests.conftest import need
+from tests.conftest import IS_ROOT, need, run_as_user
 from tests.fs import hpcenv, snapshot
 
 # `quota -s` output as quota-tools prints it (quota.c: heading() and showquotas() formats,
@@ -383,3 +383,39 @@ def test_clean_killed_after_any_step_loses_no_env_and_the_next_run_finishes(read
         assert (prefix(h, "again") / "lib" / "libnum.txt").read_text() == "libnum 2.0\n"
         assert k < 50
     assert k > 3
+
+
+def _is_env_as_user(paths: list[Path]) -> list[bool | None]:
+    return [hygiene.is_env(p) for p in paths]
+
+
+def _packages_in_use_as_user(prefixes: list[Path]) -> list[str]:
+    return hygiene.packages_in_use(prefixes)[2]
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root to act as another user (nobody)")
+def test_an_env_another_user_hides_is_unreadable_not_gone():
+    """A registered env whose parent the caller cannot enter is "cannot read", never "gone":
+    clean must not count it as deleted (and drop its packages) just because stat failed."""
+    import tempfile
+
+    tmp_path = Path(
+        tempfile.mkdtemp(prefix="hpcenv-hidden-")
+    )  # pytest's tmp dirs are 0700; /tmp is not
+    tmp_path.chmod(0o755)
+    try:
+        hidden = tmp_path / "hidden"
+        (hidden / "env" / "conda-meta").mkdir(parents=True)
+        hidden.chmod(0o700)  # root's: nobody cannot look inside
+        visible = tmp_path / "visible"
+        (visible / "env" / "conda-meta").mkdir(parents=True)
+        (visible / "gone").mkdir()
+
+        states = run_as_user(
+            "nobody", _is_env_as_user, [hidden / "env", visible / "env", visible / "gone"]
+        )
+        assert states == [None, True, False]
+        unreadable = run_as_user("nobody", _packages_in_use_as_user, [hidden / "env"])
+        assert unreadable == [str(hidden / "env" / "conda-meta")]
+    finally:
+        shutil.rmtree(tmp_path)

@@ -364,18 +364,19 @@ def _check_quota(layout: Layout, settings: Settings) -> Check:
 
 def _check_registry(layout: Layout, registered: list[Path]) -> Check:
     from hpcenv.envs import read_registry
+    from hpcenv.hygiene import is_env
 
-    missing = [p for p in registered if not (p / "conda-meta").is_dir()]
+    missing = [p for p in registered if is_env(p) is False]
     gone = [
         Path(p)
         for p in read_registry(layout)
-        if not (Path(p) / "conda-meta").is_dir() and Path(p) not in missing
+        if is_env(Path(p)) is False and Path(p) not in missing
     ]
     listed = {os.path.realpath(p) for p in registered}
     unlisted = []
     if layout.envs_dir.is_dir():
         for entry in sorted(layout.envs_dir.iterdir()):
-            if entry.name.startswith(".") or not (entry / "conda-meta").is_dir():
+            if entry.name.startswith(".") or not is_env(entry):
                 continue
             if os.path.realpath(entry) not in listed and str(entry) not in map(str, registered):
                 unlisted.append(entry)
@@ -574,8 +575,6 @@ def _check_gpu(
 
     too_old, checked = [], 0
     for prefix, name in prefixes.items():
-        if not (prefix / "conda-meta").is_dir():
-            continue
         report = gpu.gpu_report(
             engine.installed_packages(prefix), driver.version, settings.gpu_packages
         )
@@ -629,13 +628,13 @@ def diagnose(
     checks: list[Check] = [_check_storage(settings, layout, error)]
     run: list[tuple[str, Callable[[], Check]]] = []
     if layout is not None:
-        from hpcenv.hygiene import all_known_prefixes, registered_in_environments_txt
+        from hpcenv.hygiene import all_known_prefixes, is_env, registered_in_environments_txt
 
         try:
             prefixes = all_known_prefixes(layout)
         except OSError:
             prefixes = {}  # the registry checks below say what cannot be read
-        existing = {p: n for p, n in prefixes.items() if (p / "conda-meta").is_dir()}
+        existing = {p: n for p, n in prefixes.items() if is_env(p)}
         run += [
             ("redirect", lambda: _check_redirect(layout)),
             ("dangling-links", lambda: _check_dangling(layout)),

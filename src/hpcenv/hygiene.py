@@ -84,6 +84,17 @@ def all_known_prefixes(layout: Layout) -> dict[Path, str | None]:
     return found
 
 
+def is_env(prefix: Path) -> bool | None:
+    """Whether `prefix` holds an environment (a conda-meta dir); None when it cannot be read."""
+    try:
+        st = os.stat(Path(prefix) / "conda-meta")
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:  # EACCES, ELOOP, EIO: it may well be there
+        return None
+    return stat.S_ISDIR(st.st_mode)
+
+
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return False
@@ -362,7 +373,7 @@ def usage_report(layout: Layout, home_quota_setting: int | None = None) -> Usage
     for prefix, name in prefixes.items():
         u = inner[Path(os.path.realpath(prefix))]
         env_rows.append(_row("env", name or str(prefix), prefix, u))
-        if not (prefix / "conda-meta").is_dir():
+        if is_env(prefix) is False:
             warnings.append(f"environment {name or prefix} is registered but {prefix} is missing")
     home = _row("home", "home", layout.home, outer[layout.home])
     quota = home_quota(layout.home, home_quota_setting, used_bytes=lambda: home.disk_bytes)
@@ -457,7 +468,10 @@ def packages_in_use(prefixes: Iterable[Path]) -> tuple[set[str], set[str], list[
     bad: list[str] = []
     for prefix in prefixes:
         meta = Path(prefix) / "conda-meta"
-        if not meta.is_dir():
+        state = is_env(prefix)
+        if state is None:
+            bad.append(str(meta))
+        if not state:
             continue
         for record in meta.glob("*.json"):
             try:
@@ -594,9 +608,9 @@ def stale_packs(
         if m is None:
             continue
         prefix = by_name.get(m["name"])
-        if prefix is None or not (prefix / "conda-meta").is_dir():
+        if prefix is None or is_env(prefix) is False:
             stale.append(CleanItem("pack", entry.path, size, 1, "its environment is gone"))
-        elif pack_key(prefix) != m["key"]:
+        elif is_env(prefix) and pack_key(prefix) != m["key"]:
             stale.append(CleanItem("pack", entry.path, size, 1, "its environment changed since"))
     if stale and _jobs_queued(environ or os.environ):
         return items, (
