@@ -293,3 +293,15 @@ def test_both_package_formats_install(demo_channel, tmp_path):
     assert {p.file_name for p in sol.packages if p.name == "hello"} == {"hello-1.0-0.conda"}
     engine.install(sol, tmp_path / "env", cache_dir=tmp_path / "c")
     assert list((tmp_path / "env").glob("lib/python*/site-packages/hello/__init__.py"))
+
+
+def test_create_prints_one_summary_line_and_the_package_table_only_with_verbose(ready_home):
+    h = ready_home
+    r = run(h, "create", "quiet1", "numtool", "-c", h["url"])
+    assert r.returncode == 0, r.stderr
+    assert "numtool" not in r.stdout  # no per-package table: it is the plan of a dry run
+    assert f"created quiet1 at {env_dir(h, 'quiet1')}: " in r.stdout
+    assert " packages in " in r.stdout
+    r = run(h, "-v", "create", "verbose1", "numtool", "-c", h["url"])
+    assert r.returncode == 0, r.stderr
+    assert "numtool" in r.stdout

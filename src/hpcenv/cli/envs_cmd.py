@@ -169,7 +169,9 @@ def _emit(ctx: typer.Context, report, json_out: bool) -> None:
     if json_out:
         emit_json(report.command, report)
         return
-    if report.packages:
+    # the table is the plan of a dry run; after a real change it is detail (-v), as in uv
+    verbose = bool(ctx.obj is not None and getattr(ctx.obj, "verbose", False))
+    if report.packages and (report.dry_run or verbose):
         rows = [(p.name, p.version, p.build, p.channel) for p in report.packages]
         title = "Would install (dry run)" if report.dry_run else None
         print_table(title, ["package", "version", "build", "channel"], rows)
@@ -179,7 +181,10 @@ def _emit(ctx: typer.Context, report, json_out: bool) -> None:
     if report.dry_run:
         print(f"download: {human_bytes(report.download_bytes)}; nothing was changed")
     elif report.command == "create":
-        print(f"created {where} at {report.prefix} in {report.seconds:.2f} s")
+        print(
+            f"created {where} at {report.prefix}: {len(report.packages)} packages"
+            f" in {report.seconds:.2f} s"
+        )
         print(f'activate: eval "$(hpcenv activate {where})"')
     else:
         changed = ", ".join([f"+{n}" for n in report.added] + [f"-{n}" for n in report.removed])
