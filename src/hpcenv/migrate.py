@@ -414,7 +414,7 @@ def _copy_dir(src: str, dst: str, st: os.stat_result, links, skipped, rel, resum
     with os.scandir(src) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
-        s, d = entry.path, os.path.join(dst, entry.name)
+        s, d = entry.path, f"{dst}/{entry.name}"
         est = entry.stat(follow_symlinks=False)
         mode = est.st_mode
         if stat.S_ISDIR(mode):
@@ -478,11 +478,11 @@ def _copy_file(src: str, dst: str, st: os.stat_result, resume: bool) -> None:
                 offset += sent
                 remaining -= sent
             os.fchmod(fout, stat.S_IMODE(st.st_mode))
+            os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))  # last: marks the copy whole
         finally:
             os.close(fout)
     finally:
         os.close(fin)
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def verify_copy(src: Path, dst: Path) -> list[str]:
@@ -497,7 +497,7 @@ def _verify_dir(src: str, dst: str, rel: str, problems: list[str]) -> None:
         entries = list(it)
     for entry in entries:
         where = rel + entry.name
-        d = os.path.join(dst, entry.name)
+        d = f"{dst}/{entry.name}"
         s_st = entry.stat(follow_symlinks=False)
         try:
             d_st = os.lstat(d)
