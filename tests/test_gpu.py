@@ -101,6 +101,16 @@ def test_detects_driver_version_from_libcuda_given_as_argument(build_libcuda, em
     assert driver == CudaDriver("12.4", "libcuda", str(lib))
 
 
+def test_detection_started_early_gives_the_same_answer_once_asked(build_libcuda, empty_path):
+    from hpcenv.gpu import detect_cuda_driver_soon
+
+    lib = build_libcuda()
+    answer = detect_cuda_driver_soon(str(lib))  # the probe child runs meanwhile
+    assert answer() == CudaDriver("12.4", "libcuda", str(lib))
+    assert answer() == CudaDriver("12.4", "libcuda", str(lib))  # asked twice, probed once
+    assert detect_cuda_driver_soon(str(lib.parent / "missing.so"))() is None
+
+
 def test_detects_driver_version_from_libcuda_named_by_hpcenv_libcuda(
     build_libcuda, empty_path, monkeypatch
 ):

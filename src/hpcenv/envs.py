@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcenv.errors import OperationError, RefusedError, UsageError
-from hpcenv.journal import StorageLock, tick
+from hpcenv.journal import StorageLock, pid_alive, tick
 from hpcenv.settings import Settings
 from hpcenv.storage import Layout, ensure_state_dir, free_bytes, is_within, validate_env_name
 
@@ -241,7 +241,7 @@ def remove_leftovers(layout: Layout) -> list[str]:
     for entry in layout.envs_dir.iterdir():
         if TMP_MARK in entry.name and entry.name.startswith("."):
             pid = entry.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and _alive(int(pid)):
+            if pid.isdigit() and pid_alive(int(pid)):
                 continue
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(str(entry))
@@ -260,18 +260,6 @@ def find_leftovers(layout: Layout) -> list[Path]:
     if not layout.envs_dir.is_dir():
         return []
     return [e for e in layout.envs_dir.iterdir() if e.name.startswith(".") and TMP_MARK in e.name]
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_location(layout: Layout, prefix: Path, allow_home: bool) -> None:
@@ -332,8 +320,6 @@ def create(
     on_wait: Callable[[str], None] | None = None,
 ) -> ChangeReport:
     """Solve, check, and build a new environment atomically."""
-    from hpcenv import engine
-
     start = time.perf_counter()
     if req.prefix is not None:
         prefix = Path(os.path.abspath(os.path.expanduser(str(req.prefix))))
@@ -358,7 +344,12 @@ def create(
     channels = req.channels or list(settings.channels)
     urls = channel_urls(settings, channels)
     cache = layout.package_cache
-    gpu_info, warnings, cuda, specs = _gpu_prepare(settings, req, req.specs)
+    from hpcenv import gpu
+
+    detected = gpu.detect_cuda_driver_soon()  # the probe child runs while the engine loads
+    from hpcenv import engine
+
+    gpu_info, warnings, cuda, specs = _gpu_prepare(settings, req, req.specs, detected())
 
     if req.lockfile is not None:
         packages = engine.read_lock(req.lockfile)
@@ -519,11 +510,11 @@ def _pip_install(
 # --------------------------------------------------------------------------- GPU glue
 
 
-def _gpu_prepare(settings: Settings, req: CreateRequest, specs: Sequence[str]):
-    """(gpu info, warnings, __cuda to solve with, specs) for --gpu/--cuda."""
+def _gpu_prepare(settings: Settings, req: CreateRequest, specs: Sequence[str], detected):
+    """(gpu info, warnings, __cuda to solve with, specs) for --gpu/--cuda, given the node's
+    detected driver (or None)."""
     from hpcenv import gpu
 
-    detected = gpu.detect_cuda_driver()
     if not req.gpu and req.cuda is None:
         return (detected, None, False), [], None, list(specs)
     choice = gpu.resolve_cuda(req.cuda, settings.gpu_cuda_version, detected, req.gpu)
@@ -586,7 +577,11 @@ def update(
     req = CreateRequest(
         name=name, prefix=prefix, specs=specs, cuda=cuda or meta.cuda, gpu=gpu or meta.gpu
     )
-    gpu_info, warnings, cuda_v, solve_specs = _gpu_prepare(settings, req, specs)
+    from hpcenv import gpu as gpu_mod
+
+    gpu_info, warnings, cuda_v, solve_specs = _gpu_prepare(
+        settings, req, specs, gpu_mod.detect_cuda_driver()
+    )
     urls = channel_urls(settings, meta.channels)
     installed = engine.installed_packages(prefix)
     if drop and not specs:

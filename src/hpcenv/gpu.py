@@ -35,7 +35,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -112,24 +112,37 @@ def _version_from_int(value: int) -> str:
     return f"{value // 1000}.{(value % 1000) // 10}"
 
 
-def _probe_libcuda(library: str) -> tuple[str, str]:
-    """("ok", "12.4 PATH") | ("error", code) | ("unavailable", why)."""
+def _start_probe(library: str) -> subprocess.Popen | tuple[str, str]:
+    """The probe child, started; or ("unavailable", why) when it cannot start."""
     if not sys.executable:
         return "unavailable", "no Python interpreter to run the probe"
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     try:
-        done = subprocess.run(
+        return subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", _PROBE, library],
-            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             env=env,
-            timeout=PROBE_TIMEOUT_S,
         )
-    except (OSError, subprocess.SubprocessError) as exc:
+    except OSError as exc:
         return "unavailable", str(exc)
-    status, _, detail = done.stdout.strip().partition(" ")
-    if done.returncode != 0 or status not in ("ok", "error", "unavailable"):
-        return "unavailable", f"probe exited with {done.returncode}"
+
+
+def _probe_answer(child: subprocess.Popen | tuple[str, str]) -> tuple[str, str]:
+    """("ok", "12.4 PATH") | ("error", code) | ("unavailable", why)."""
+    if isinstance(child, tuple):
+        return child
+    try:
+        out, _ = child.communicate(timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        return "unavailable", f"probe did not answer in {PROBE_TIMEOUT_S} s"
+    status, _, detail = out.strip().partition(" ")
+    if child.returncode != 0 or status not in ("ok", "error", "unavailable"):
+        return "unavailable", f"probe exited with {child.returncode}"
     return status, detail
 
 
@@ -149,10 +162,27 @@ def _from_nvidia_smi() -> CudaDriver | None:
 
 def detect_cuda_driver(library: str | None = None) -> CudaDriver | None:
     """The node's CUDA driver version, or None when there is no usable one (never raises)."""
+    return detect_cuda_driver_soon(library)()
+
+
+def detect_cuda_driver_soon(library: str | None = None) -> Callable[[], CudaDriver | None]:
+    """Start detecting now; the returned function waits for the answer. The probe is a child
+    process (~10 ms), so a caller overlaps it with its own work (create: the engine import)."""
     library = library or os.environ.get(LIBCUDA_ENV) or DEFAULT_LIBCUDA
     if library.strip().lower() == "none":
-        return None
-    status, detail = _probe_libcuda(library)
+        return lambda: None
+    child = _start_probe(library)
+    answer: list[CudaDriver | None] = []
+
+    def wait() -> CudaDriver | None:
+        if not answer:
+            answer.append(_driver_from(library, *_probe_answer(child)))
+        return answer[0]
+
+    return wait
+
+
+def _driver_from(library: str, status: str, detail: str) -> CudaDriver | None:
     if status == "ok":
         value, _, path = detail.partition(" ")
         if value.isdigit() and int(value) > 0:

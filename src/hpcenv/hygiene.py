@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hpcenv.journal import Journal, StorageLock, tick
+from hpcenv.journal import Journal, StorageLock, pid_alive, tick
 from hpcenv.storage import Layout, ensure_state_dir, free_bytes
 
 ARCHIVE_SUFFIXES = (".tar.bz2", ".conda")
@@ -95,18 +95,6 @@ def is_env(prefix: Path) -> bool | None:
     return stat.S_ISDIR(st.st_mode)
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def dead_leftovers(layout: Layout) -> list[Path]:
     """Temporary prefixes of creates whose process is gone (`envs.find_leftovers`, minus live)."""
     from hpcenv.envs import find_leftovers
@@ -114,7 +102,7 @@ def dead_leftovers(layout: Layout) -> list[Path]:
     out = []
     for path in find_leftovers(layout):
         pid = path.name.rsplit("-", 1)[-1]
-        if not (pid.isdigit() and _pid_alive(int(pid))):
+        if not (pid.isdigit() and pid_alive(int(pid))):
             out.append(path)
     return sorted(out)
 
@@ -601,7 +589,7 @@ def stale_packs(
             continue
         size = entry.stat(follow_symlinks=False).st_size
         tmp = _PACK_TMP.match(entry.name)
-        if tmp and not _pid_alive(int(tmp["pid"])):
+        if tmp and not pid_alive(int(tmp["pid"])):
             items.append(CleanItem("pack", entry.path, size, 1, "an interrupted pack"))
             continue
         m = _PACK.match(entry.name)

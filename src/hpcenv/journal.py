@@ -185,3 +185,16 @@ def _complete_lines(path: Path) -> Iterator[str]:
         except ValueError:
             continue
         yield line
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether another process with this pid exists (ours never counts: it is not a leftover)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: alive
+        return True
+    return True

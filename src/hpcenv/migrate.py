@@ -28,6 +28,7 @@ from pathlib import Path
 
 from hpcenv.errors import OperationError, RefusedError, UsageError
 from hpcenv.journal import Journal, StorageLock, tick
+from hpcenv.report import human_bytes
 from hpcenv.storage import (
     Layout,
     check_storage,
@@ -302,18 +303,9 @@ def _check_space(target: Path, dirs: list[DirPlan]) -> None:
     if need + SPACE_MARGIN + need // 100 > have:
         raise RefusedError(
             f"not enough space on {target}: moving {', '.join(d.name for d in dirs)} needs "
-            f"{_human(need)} plus a margin, {_human(have)} is free",
+            f"{human_bytes(need)} plus a margin, {human_bytes(have)} is free",
             hint="free space there or choose another --storage; nothing was changed",
         )
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 # --------------------------------------------------------------------------- primitives
@@ -740,7 +732,7 @@ def execute(
             raise OperationError(
                 f"ran out of space on {ns.exc.filename or layout.root} while copying "
                 f"{ns.dp.home_path if plan.op == 'setup' else ns.dp.storage_path} "
-                f"({_human(ns.dp.bytes or 0)} needed); the partial copy was removed and the "
+                f"({human_bytes(ns.dp.bytes or 0)} needed); the partial copy was removed and the "
                 "source is untouched",
                 hint="free space (or pick another --storage) and re-run",
             ) from None
