@@ -596,9 +596,10 @@ def stale_packs(
         if m is None:
             continue
         prefix = by_name.get(m["name"])
-        if prefix is None or is_env(prefix) is False:
+        state = False if prefix is None else is_env(prefix)  # None: cannot tell, keep it
+        if state is False:
             stale.append(CleanItem("pack", entry.path, size, 1, "its environment is gone"))
-        elif is_env(prefix) and pack_key(prefix) != m["key"]:
+        elif state and pack_key(prefix) != m["key"]:
             stale.append(CleanItem("pack", entry.path, size, 1, "its environment changed since"))
     if stale and _jobs_queued(environ or os.environ):
         return items, (
