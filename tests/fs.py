@@ -26,6 +26,18 @@ def hpcenv(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Co
     )
 
 
+def hpcenv_in(h, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """hpcenv in a prepared home `h` (its "env"), extra variables on top, no stdin."""
+    return hpcenv(*args, env={**h["env"], **env}, stdin=subprocess.DEVNULL)
+
+
+def hpcenv_ok(h, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """As hpcenv_in, asserting exit 0."""
+    result = hpcenv_in(h, *args, **env)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def cli_env(home: Path, storage: Path, **extra: str) -> dict[str, str]:
     env = {
         k: v

@@ -15,7 +15,9 @@ import pytest
 from hpcenv.doctor import Status, diagnose, find_conda_blocks
 from hpcenv.settings import load_settings
 from tests.conftest import need
-from tests.fs import cli_env, hpcenv
+from tests.fs import cli_env
+from tests.fs import hpcenv_in as run
+from tests.fs import hpcenv_ok as ok
 
 # What `conda init bash` (conda 23+) writes, for a miniforge in /opt.
 CONDA_BLOCK = """\
@@ -52,16 +54,6 @@ def sh(command: str, h) -> None:
     """Run a check's fix exactly as printed."""
     result = subprocess.run(["bash", "-c", command], env=h["env"], capture_output=True, text=True)
     assert result.returncode == 0, (command, result.stderr)
-
-
-def run(h, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return hpcenv(*args, env={**h["env"], **env}, stdin=subprocess.DEVNULL)
-
-
-def ok(h, *args: str, **env: str) -> subprocess.CompletedProcess:
-    result = run(h, *args, **env)
-    assert result.returncode == 0, result.stderr
-    return result
 
 
 @pytest.fixture

@@ -16,7 +16,9 @@ from hpcenv import hygiene
 from hpcenv.settings import load_settings
 from hpcenv.storage import layout_from
 from tests.conftest import IS_ROOT, need, run_as_user
-from tests.fs import hpcenv, snapshot
+from tests.fs import hpcenv_in as run
+from tests.fs import hpcenv_ok as ok
+from tests.fs import snapshot
 
 # `quota -s` output as quota-tools prints it (quota.c: heading() and showquotas() formats,
 # space2str/number2str units): a local disk under quota; an NFS home whose long device name
@@ -51,16 +53,6 @@ QUOTA_HARD_NO_GRACE = (
     "      /dev/sda2  11264M* 10240M  11264M            200k*   200k    250k    none\n"
 )
 MiB, GiB = 1024**2, 1024**3
-
-
-def run(h, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return hpcenv(*args, env={**h["env"], **env}, stdin=subprocess.DEVNULL)
-
-
-def ok(h, *args: str, **env: str) -> subprocess.CompletedProcess:
-    result = run(h, *args, **env)
-    assert result.returncode == 0, result.stderr
-    return result
 
 
 def result_of(completed: subprocess.CompletedProcess) -> dict:
