@@ -7,10 +7,21 @@ from pathlib import Path
 
 import pytest
 
+import hpcenv
+
 pytest_plugins = ["tests.channels"]  # real-channel fixtures: demo_channel, ready_home
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+_SRC = Path(__file__).resolve().parents[1] / "src"
+if not Path(hpcenv.__file__).resolve().is_relative_to(_SRC):
+    # An editable install of another checkout (or a worktree) would be tested instead of this one.
+    raise RuntimeError(
+        f"tests of {_SRC.parent} would import hpcenv from {hpcenv.__file__}; "
+        f"run `pip install -e .` here or set PYTHONPATH={_SRC}"
+    )
 
 
 def need(component: str, available: bool, reason: str) -> None:
