@@ -454,14 +454,11 @@ def _append_history(prefix: Path, added, removed) -> None:
 def _write_activation(
     build_prefix: Path, final_prefix: Path, name: str | None, settings: Settings
 ) -> None:
-    """The static script names the final prefix, but lists the hooks found in the build."""
+    """The static script names the final prefix (it finds the hooks when it runs)."""
     from hpcenv.activate import static_script
 
     text = static_script(
-        final_prefix,
-        name=name or str(final_prefix),
-        no_user_site=settings.no_user_site,
-        look_in=build_prefix,
+        final_prefix, name=name or str(final_prefix), no_user_site=settings.no_user_site
     )
     _atomic_write(build_prefix / META_DIR / "activate.sh", text)
 

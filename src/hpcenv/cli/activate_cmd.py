@@ -8,7 +8,6 @@ import sys
 import typer
 
 from hpcenv.cli.app import app, settings
-from hpcenv.cli.app_shell import default_shell
 
 
 def _resolve(ctx: typer.Context, name: str):
@@ -17,9 +16,10 @@ def _resolve(ctx: typer.Context, name: str):
     from hpcenv.storage import layout_from
 
     s = settings(ctx)
-    env_name, prefix = resolve(layout_from(s), name)
+    layout = layout_from(s)
+    env_name, prefix = resolve(layout, name)
     check_trusted(prefix)
-    return s, env_name or str(prefix), prefix
+    return s, layout, env_name or str(prefix), prefix
 
 
 @app.command()
@@ -34,15 +34,19 @@ def activate(
               hpcenv activate myenv --shell fish | source
               eval "`hpcenv activate myenv --shell tcsh`"
     Undo with `deactivate`. In job scripts, source PREFIX/etc/hpcenv/activate.sh instead.
+    If it fails, what it prints is `false`, so `set -e` scripts stop at the eval.
     """
     from hpcenv.activate import activation_script
+    from hpcenv.cli.app_shell import default_shell
+    from hpcenv.cli.fast import eval_fails_on_error, hint_on_a_terminal
 
-    s, env_name, prefix = _resolve(ctx, name)
-    sys.stdout.write(
-        activation_script(
-            prefix, name=env_name, shell=shell or default_shell(), no_user_site=s.no_user_site
+    shell = shell or default_shell()
+    with eval_fails_on_error():
+        s, _, env_name, prefix = _resolve(ctx, name)
+        sys.stdout.write(
+            activation_script(prefix, name=env_name, shell=shell, no_user_site=s.no_user_site)
         )
-    )
+    hint_on_a_terminal(name, shell)
 
 
 @app.command(hidden=True)
@@ -66,8 +70,8 @@ def run(
     """
     from hpcenv.activate import run_in_env
 
-    s, env_name, prefix = _resolve(ctx, name)
+    s, layout, env_name, prefix = _resolve(ctx, name)
     argv = list(command)
     if argv[:1] == ["--"]:
         argv = argv[1:]
-    run_in_env(prefix, env_name, argv, no_user_site=s.no_user_site)
+    run_in_env(prefix, env_name, argv, state_dir=layout.state_dir, no_user_site=s.no_user_site)

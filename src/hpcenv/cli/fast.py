@@ -4,7 +4,10 @@ options) returns None and goes through the full CLI, which behaves the same."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 
 
 def activate(args: list[str]) -> int | None:
@@ -29,15 +32,54 @@ def activate(args: list[str]) -> int | None:
     from hpcenv.site import check_trusted
     from hpcenv.storage import layout_from
 
-    settings = load_settings()
-    env_name, prefix = resolve(layout_from(settings), name)
-    check_trusted(prefix)
-    sys.stdout.write(
-        activation_script(
-            prefix,
-            name=env_name or str(prefix),
-            shell=shell or default_shell(),
-            no_user_site=settings.no_user_site,
+    shell = shell or default_shell()
+    with eval_fails_on_error():
+        settings = load_settings()
+        env_name, prefix = resolve(layout_from(settings), name)
+        check_trusted(prefix)
+        sys.stdout.write(
+            activation_script(
+                prefix,
+                name=env_name or str(prefix),
+                shell=shell,
+                no_user_site=settings.no_user_site,
+            )
         )
-    )
+    hint_on_a_terminal(name, shell)
     return 0
+
+
+@contextlib.contextmanager
+def eval_fails_on_error() -> Iterator[None]:
+    """On an error, `false` on stdout besides the message on stderr: the eval of what we print
+    then fails in every shell (an empty string would succeed, and a `set -e` script would go
+    on with the wrong python)."""
+    from hpcenv.errors import HpcenvError
+
+    try:
+        yield
+    except HpcenvError:
+        sys.stdout.write("false\n")
+        sys.stdout.flush()
+        raise
+
+
+_EVAL = {
+    "fish": "hpcenv activate {} --shell fish | source",
+    "tcsh": 'eval "`hpcenv activate {} --shell tcsh`"',
+}
+
+
+def hint_on_a_terminal(name: str, shell: str) -> None:
+    """Printed to a terminal, the code activates nothing: say how to use it, in one line."""
+    try:
+        if not os.isatty(sys.stdout.fileno()):
+            return
+    except (OSError, ValueError):
+        return
+    from hpcenv.shell import quote
+
+    word = quote("sh" if shell not in _EVAL else shell, name)
+    how = _EVAL.get(shell, 'eval "$(hpcenv activate {})"').format(word)
+    sys.stdout.flush()
+    print(f"hpcenv: this code activates nothing on its own; run: {how}", file=sys.stderr)
