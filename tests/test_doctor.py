@@ -344,9 +344,7 @@ def test_missing_sbatch_warns(ready_home, tmp_path):
     empty.mkdir()
     c = check(h, "sbatch", PATH=str(empty))
     assert c.status is Status.WARN and "sbatch" in c.detail
-    sbatch = shutil.which("sbatch")
-    need("sbatch", sbatch is not None, "SLURM's client commands are not installed")
-    assert check(h, "sbatch", PATH=os.path.dirname(sbatch)).status is Status.OK
+    # with sbatch there, the check asks SLURM: tests/test_slurm_jobs.py, on the real cluster
 
 
 def test_missing_environment_modules_warn(ready_home):

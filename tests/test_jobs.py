@@ -102,7 +102,8 @@ def test_pack_is_reused_while_the_env_is_unchanged(ready_home):
     assert a["reused"] is False and b["reused"] is True and a["path"] == b["path"]
     assert hpcenv("install", "p", "numtool", env=env).returncode == 0
     c = json.loads(hpcenv("pack", "p", "--json", env=env).stdout)["result"]
-    assert c["reused"] is False and c["path"] != a["path"] and not Path(a["path"]).exists()
+    assert c["reused"] is False and c["path"] != a["path"]
+    assert Path(a["path"]).exists()  # a queued job may still stage it: only clean decides
 
 
 def test_stage_unpacks_a_working_relocated_copy(ready_home, tmp_path):
@@ -136,32 +137,26 @@ def test_packing_an_env_keeps_the_pack_of_an_env_whose_name_extends_its_name(rea
 
 
 def test_staged_job_quotes_the_env_name_and_unpacks_with_python3(tmp_path):
-    """The staging lines of a job script, run by bash with a stand-in srun: an env whose
-    directory name is shell syntax lands in a directory of that literal name, and a pack
-    without its own python is unpacked with python3 (there is no `python` on the PATH)."""
-    import os
+    """The staging lines of a single-node job script, run by bash: an env whose directory
+    name is shell syntax lands in a directory of that literal name, a pack without its own
+    python is unpacked with python3 (there is no `python` on the PATH), the copy is what the
+    command runs in, and it is gone when the job ends."""
     import sys
     import tarfile
 
     env = tmp_path / "env"
     (env / "bin").mkdir(parents=True)
-    (env / "etc/hpcenv").mkdir(parents=True)
     (env / "bin/conda-unpack").write_text("#!/usr/bin/env python\nopen('unpacked', 'w')\n")
     (env / "bin/conda-unpack").chmod(0o755)  # as conda-pack writes it
-    (env / "etc/hpcenv/activate.sh").write_text('STAGED_AT="$HPCENV_STAGED"; export STAGED_AT\n')
     pack = tmp_path / "env.tar.gz"
     with tarfile.open(pack, "w:gz") as tar:
         tar.add(env, arcname=".")
     tools = tmp_path / "tools"
     tools.mkdir()
-    (tools / "srun").write_text(
-        '#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n'
-    )
-    (tools / "srun").chmod(0o755)
     (tools / "python3").symlink_to(sys.executable)
     name = 'a$(touch pwned)"b'
     text = jobs.render_jobscript(
-        req(env_name=name, job_name="j", stage=True, command=("printenv", "STAGED_AT")),
+        req(env_name=name, job_name="j", stage=True, command=("printenv", "CONDA_PREFIX")),
         jobs.SchedulerSite(),
         log_dir=Path("/l"),
         pack=pack,
@@ -175,7 +170,69 @@ def test_staged_job_quotes_the_env_name_and_unpacks_with_python3(tmp_path):
         env={"PATH": f"{tools}:/usr/bin:/bin", "SLURM_JOB_ID": "7", "TMPDIR": str(tmp_path)},
     )
     assert run.returncode == 0, run.stderr
-    staged = tmp_path / "hpcenv-7" / name
-    assert run.stdout.strip() == str(staged)
+    assert run.stdout.strip() == str(tmp_path / "hpcenv-7" / name)
     assert (tmp_path / "unpacked").exists() and not (tmp_path / "pwned").exists()
-    assert not os.path.exists(tmp_path / "hpcenv-7" / "ab")
+    assert not (tmp_path / "hpcenv-7").exists()  # removed when the job ended
+
+
+def test_wrap_goes_in_as_written_and_plain_commands_stay_quoted():
+    text = jobs.render_jobscript(
+        req(command=(), wrap='python arg.py "$SLURM_ARRAY_TASK_ID"', array="0-3"),
+        SITE,
+        log_dir=Path("/l"),
+    )
+    lines = text.splitlines()
+    assert lines[-1] == 'python arg.py "$SLURM_ARRAY_TASK_ID"'
+    assert "--wrap" in lines[-2] and lines[-2].startswith("#")
+    quoted = jobs.render_jobscript(req(command=("echo", "$X")), SITE, log_dir=Path("/l"))
+    assert quoted.splitlines()[-1] == "echo '$X'"
+    with pytest.raises(UsageError, match="not both"):
+        jobs.render_jobscript(req(wrap="echo"), SITE, log_dir=Path("/l"))
+
+
+def test_stage_dir_may_name_job_variables_but_nothing_else():
+    site = jobs.SchedulerSite(stage_dir="${LOCAL_SCRATCH}/$USER")
+    text = jobs.render_jobscript(req(stage=True), site, log_dir=Path("/l"), pack=Path("/p.tgz"))
+    assert 'HPCENV_STAGE_DIR="${LOCAL_SCRATCH}/$USER/hpcenv-$SLURM_JOB_ID"' in text
+    for bad in ("/x/$(id)", "/x/`id`", 'a"b', "relative/dir", "/x y"):
+        with pytest.raises(UsageError, match="stage_dir"):
+            jobs.render_jobscript(
+                req(stage=True),
+                jobs.SchedulerSite(stage_dir=bad),
+                log_dir=Path("/l"),
+                pack=Path("/p.tgz"),
+            )
+
+
+def test_jobscript_makes_the_log_directory_or_refuses(ready_home, tmp_path):
+    h = ready_home
+    assert hpcenv("create", "j", "demo-tool", "-c", h["url"], env=h["env"]).returncode == 0
+    logs = tmp_path / "new" / "logs"
+    r = hpcenv("jobscript", "j", "--", "demo-tool", env={**h["env"],
+               "HPCENV_SCHEDULER_LOG_DIR": str(logs)})  # fmt: skip
+    assert r.returncode == 0 and logs.is_dir(), r.stderr
+    out = tmp_path / "other" / "job.out"
+    r = hpcenv("jobscript", "j", "--output", str(out), "--", "demo-tool", env=h["env"])
+    assert r.returncode == 0 and out.parent.is_dir()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    r = hpcenv("jobscript", "j", "--", "demo-tool", env={**h["env"],
+               "HPCENV_SCHEDULER_LOG_DIR": str(blocker / "logs")})  # fmt: skip
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.splitlines()) == 1
+    assert "log directory" in r.stderr
+
+
+def test_two_envs_with_the_same_last_component_keep_their_own_packs(ready_home):
+    import json
+
+    h = ready_home
+    other = h["storage"] / "other" / "a"
+    assert hpcenv("create", "a", "demo-tool", "-c", h["url"], env=h["env"]).returncode == 0
+    r = hpcenv("create", "-p", str(other), "demo-tool", "-c", h["url"], env=h["env"])
+    assert r.returncode == 0, r.stderr
+    first = json.loads(hpcenv("pack", "a", "--json", env=h["env"]).stdout)["result"]
+    second = json.loads(hpcenv("pack", str(other), "--json", env=h["env"]).stdout)["result"]
+    assert first["path"] != second["path"]
+    assert Path(first["path"]).exists() and Path(second["path"]).exists()
+    again = json.loads(hpcenv("pack", "a", "--json", env=h["env"]).stdout)["result"]
+    assert again["reused"] is True and again["path"] == first["path"]

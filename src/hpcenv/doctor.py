@@ -540,7 +540,19 @@ def _check_condarc(home: Path, settings: Settings, environ: Mapping[str, str]) -
 def _check_sbatch(environ: Mapping[str, str]) -> Check:
     exe = shutil.which("sbatch", path=environ.get("PATH"))
     if exe:
-        return _ok("sbatch", f"sbatch found: {exe}")
+        from hpcenv.jobs import scheduler_state
+
+        state = scheduler_state(environ)
+        if state is None:
+            return _ok("sbatch", f"sbatch found: {exe} (scontrol is missing: SLURM not asked)")
+        if state.answers:
+            return _ok("sbatch", f"sbatch found: {exe}; SLURM answers ({state.detail})")
+        return Check(
+            "sbatch",
+            Status.WARN,
+            f"SLURM does not answer ({state.detail}): `hpcenv submit` cannot submit now; "
+            "check with `sinfo`",
+        )
     return Check(
         "sbatch",
         Status.WARN,

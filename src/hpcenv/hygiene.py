@@ -566,22 +566,25 @@ def plan_clean(layout: Layout) -> CleanPlan:
     return CleanPlan(layout, tuple(items), tuple(kept), len(prefixes), tuple(warnings), resuming)
 
 
-_PACK = re.compile(r"^(?P<name>.+)-(?P<key>[0-9a-f]{16})\.tar\.gz$")
+_PACK = re.compile(r"^(?P<name>.+)-(?P<id>[0-9a-f]{12})-(?P<key>[0-9a-f]{16})\.tar\.gz$")
+_OLD_PACK = re.compile(r"^(?P<name>.+)-(?P<key>[0-9a-f]{16})\.tar\.gz$")  # NAME-KEY, before ids
 _PACK_TMP = re.compile(r"^\..+\.tmp-(?P<pid>\d+)\.tar\.gz$")
 
 
 def stale_packs(
     layout: Layout, prefixes: Mapping[Path, str | None], *, environ: Mapping[str, str] | None = None
 ) -> tuple[list[CleanItem], str | None]:
-    """Packs (`jobs.pack`: `packs_dir/NAME-KEY.tar.gz`) whose env is gone or has changed since
-    (its `jobs.pack_key` differs), and temporary files of interrupted packs. While the user has
-    jobs in the queue, packs they may stage are kept: (items, why packs were kept)."""
-    from hpcenv.jobs import pack_key
+    """Packs (`jobs.pack`: `packs_dir/NAME-ID-KEY.tar.gz`) whose env (by `jobs.pack_id`, its
+    real path) is gone or has changed since (its `jobs.pack_key` differs), and temporary files
+    of interrupted packs. A pack that the script of a queued or running job of the user names
+    is kept, and all of them are kept when SLURM cannot be asked: (items, why packs were kept)."""
+    from hpcenv.jobs import pack_id, pack_key
 
     try:
         entries = sorted(os.scandir(layout.packs_dir), key=lambda e: e.name)
     except OSError:
         return [], None
+    by_id = {pack_id(prefix): prefix for prefix in prefixes}
     by_name = {(name or prefix.name): prefix for prefix, name in prefixes.items()}
     items, stale = [], []
     for entry in entries:
@@ -593,44 +596,44 @@ def stale_packs(
             items.append(CleanItem("pack", entry.path, size, 1, "an interrupted pack"))
             continue
         m = _PACK.match(entry.name)
+        prefix = by_id.get(m["id"]) if m else None
         if m is None:
-            continue
-        prefix = by_name.get(m["name"])
+            m = _OLD_PACK.match(entry.name)
+            if m is None:
+                continue
+            prefix = by_name.get(m["name"])
         state = False if prefix is None else is_env(prefix)  # None: cannot tell, keep it
         if state is False:
             stale.append(CleanItem("pack", entry.path, size, 1, "its environment is gone"))
         elif state and pack_key(prefix) != m["key"]:
             stale.append(CleanItem("pack", entry.path, size, 1, "its environment changed since"))
-    if stale and _jobs_queued(environ or os.environ):
+    if not stale:
+        return items, None
+    scripts = _queued_scripts(environ or os.environ)
+    if scripts is None:
         return items, (
-            f"kept {len(stale)} outdated pack(s): you have jobs in the queue that may stage them"
+            f"could not ask SLURM about queued jobs: kept {len(stale)} outdated pack(s) "
+            "that they may stage (check with `sinfo`)"
         )
-    return items + stale, None
+    staged = [i for i in stale if any(os.path.basename(i.path) in s for s in scripts)]
+    why = (
+        f"kept {len(staged)} outdated pack(s) that queued or running jobs stage" if staged else None
+    )
+    return items + [i for i in stale if i not in staged], why
 
 
-_queued: dict[str, bool] = {}
+_queued: dict[tuple[str | None, str | None], tuple[str, ...] | None] = {}
 
 
-def _jobs_queued(environ: Mapping[str, str]) -> bool:
-    """Whether SLURM lists jobs of this user (pending or running); True when it cannot tell
-    (squeue fails, or a controller that does not answer makes it time out). Asked once."""
-    exe = shutil.which("squeue", path=environ.get("PATH"))
-    if exe is None:
-        return False
-    if exe not in _queued:
-        import getpass
+def _queued_scripts(environ: Mapping[str, str]) -> tuple[str, ...] | None:
+    """The scripts of the user's queued and running jobs (`jobs.queued_job_scripts`); None
+    when SLURM cannot be asked. Asked once per process."""
+    from hpcenv.jobs import queued_job_scripts
 
-        try:
-            out = subprocess.run(
-                [exe, "-h", "-u", getpass.getuser(), "-o", "%i"],
-                capture_output=True,
-                text=True,
-                timeout=20,
-            )
-            _queued[exe] = out.returncode != 0 or bool(out.stdout.strip())
-        except (OSError, subprocess.TimeoutExpired):
-            _queued[exe] = True
-    return _queued[exe]
+    key = (environ.get("PATH"), environ.get("SLURM_CONF"))
+    if key not in _queued:
+        _queued[key] = queued_job_scripts(environ)
+    return _queued[key]
 
 
 def _all_leftovers(layout: Layout) -> list[Path]:

@@ -45,6 +45,7 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     "scheduler.gres": (str, "--gres=gpu:{n}"),
     "scheduler.module_lines": (("list", str), ()),
     "scheduler.log_dir": ("path", None),
+    "scheduler.stage_dir": (str, None),
     "gpu.cuda_version": (str, None),
     "gpu.packages": (("list", str), DEFAULT_GPU_PACKAGES),
 }
@@ -72,6 +73,7 @@ class Settings:
     gres: str = "--gres=gpu:{n}"
     module_lines: tuple[str, ...] = ()
     log_dir: Path | None = None
+    stage_dir: str | None = None  # node-local disk for --stage; may name variables ($TMPDIR)
     gpu_cuda_version: str | None = None
     gpu_packages: tuple[str, ...] = DEFAULT_GPU_PACKAGES
     user_config: Path | None = None
@@ -90,6 +92,7 @@ _FIELD_FOR_KEY = {
     "scheduler.gres": "gres",
     "scheduler.module_lines": "module_lines",
     "scheduler.log_dir": "log_dir",
+    "scheduler.stage_dir": "stage_dir",
     "gpu.cuda_version": "gpu_cuda_version",
     "gpu.packages": "gpu_packages",
 }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import typer
@@ -13,9 +12,22 @@ from hpcenv.cli.app import app, emit_json, info, settings
 
 
 def _request(
-    ctx, name, command, time, mem, cpus, gpus, partition, nodes, array, output, job_name, stage
+    ctx,
+    name,
+    command,
+    time,
+    mem,
+    cpus,
+    gpus,
+    partition,
+    nodes,
+    array,
+    output,
+    job_name,
+    stage,
+    wrap,
 ):
-    from hpcenv import envs, jobs
+    from hpcenv import activate, envs, jobs
     from hpcenv.site import check_trusted
     from hpcenv.storage import layout_from
 
@@ -40,14 +52,38 @@ def _request(
         output,
         job_name,
         stage,
+        wrap,
+        s.no_user_site,
     )
-    site = jobs.SchedulerSite(s.partition, s.gpu_partition, s.gres, s.module_lines)
+    site = jobs.SchedulerSite(s.partition, s.gpu_partition, s.gres, s.module_lines, s.stage_dir)
     log_dir = s.log_dir or layout.log_dir
-    pack = None
+    jobs.validate(req)  # bad flags: exit 2 before any work
+    pack = script = None
     if stage:
         pack = Path(jobs.pack(prefix, req.env_name, layout.packs_dir).path)
-    script = jobs.render_jobscript(req, site, log_dir=log_dir, pack=pack)
-    return script, log_dir
+    else:
+        script = activate.ensure_static_script(
+            prefix, env_name or str(prefix), layout.state_dir, no_user_site=s.no_user_site
+        )
+    text = jobs.render_jobscript(req, site, log_dir=log_dir, pack=pack, activation=script)
+    _make_log_dir(Path(output).parent if output else log_dir)
+    return text
+
+
+def _make_log_dir(path: Path) -> None:
+    """SLURM opens --output before the script runs, in a directory it does not create: a job
+    written to a missing one loses its log. A directory with %-patterns is left to the user."""
+    from hpcenv.errors import UsageError
+
+    if "%" in str(path):
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create the log directory {path}: {exc.strerror}",
+            hint="pass --output with a file in a directory you can write",
+        ) from None
 
 
 _OPTS = dict(
@@ -64,6 +100,12 @@ _OPTS = dict(
     job_name=typer.Option(None, "--job-name", "-J", help="Job name (default: hpcenv-NAME)."),
     stage=typer.Option(
         False, "--stage", help="Copy the env to node-local disk first (many nodes)."
+    ),
+    wrap=typer.Option(
+        None,
+        "--wrap",
+        help="The command as one shell string, inserted as written, so the job's shell "
+        "expands variables: --wrap 'python run.py \"$SLURM_ARRAY_TASK_ID\"'. Instead of -- CMD.",
     ),
 )
 
@@ -83,13 +125,28 @@ def jobscript(
     output: str = _OPTS["output"],
     job_name: str = _OPTS["job_name"],
     stage: bool = _OPTS["stage"],
+    wrap: str = _OPTS["wrap"],
 ) -> None:
-    """Print a complete sbatch script that activates the env and runs the command.
+    """Print a complete sbatch script that activates the env and runs the command. Every word
+    after -- is quoted; use --wrap 'CMD "$SLURM_ARRAY_TASK_ID"' for job variables.
 
     Example:  hpcenv jobscript myenv --time 02:00:00 --gpus 1 -- python train.py > job.sh
     """
-    script, _ = _request(
-        ctx, name, command, time, mem, cpus, gpus, partition, nodes, array, output, job_name, stage
+    script = _request(
+        ctx,
+        name,
+        command,
+        time,
+        mem,
+        cpus,
+        gpus,
+        partition,
+        nodes,
+        array,
+        output,
+        job_name,
+        stage,
+        wrap,
     )
     sys.stdout.write(script)
 
@@ -109,20 +166,33 @@ def submit(
     output: str = _OPTS["output"],
     job_name: str = _OPTS["job_name"],
     stage: bool = _OPTS["stage"],
+    wrap: str = _OPTS["wrap"],
     wait: bool = typer.Option(False, "--wait", help="Wait for the job; exit with its exit code."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Submit the job script to SLURM (piped to sbatch, no temp files); print the job id.
 
     Example:  hpcenv submit myenv --time 00:30:00 --wait -- python train.py
+              hpcenv submit myenv --array 0-9 --wrap 'python run.py "$SLURM_ARRAY_TASK_ID"'
     """
     from hpcenv import jobs
 
-    script, log_dir = _request(
-        ctx, name, command, time, mem, cpus, gpus, partition, nodes, array, output, job_name, stage
+    script = _request(
+        ctx,
+        name,
+        command,
+        time,
+        mem,
+        cpus,
+        gpus,
+        partition,
+        nodes,
+        array,
+        output,
+        job_name,
+        stage,
+        wrap,
     )
-    if output is None:
-        os.makedirs(log_dir, exist_ok=True)
     result = jobs.submit(script, wait=wait)
     if json_out:
         emit_json("submit", result)
@@ -162,7 +232,9 @@ def pack_(
 def stage_(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Environment name or path."),
-    to: Path = typer.Option(None, "--to", help="Where (default: $TMPDIR or /tmp)."),
+    to: Path = typer.Option(
+        None, "--to", help="Where (default: the site's stage_dir, else $TMPDIR or /tmp)."
+    ),
 ) -> None:
     """Copy the env onto node-local disk (inside an allocation: once per node) and print the
     staged prefix; activate it with `source PREFIX/etc/hpcenv/activate.sh`.
@@ -170,11 +242,15 @@ def stage_(
     Example:  PREFIX=$(hpcenv stage myenv)
     """
     from hpcenv import envs, jobs
+    from hpcenv.activate import static_script
     from hpcenv.storage import layout_from
 
-    layout = layout_from(settings(ctx))
+    s = settings(ctx)
+    layout = layout_from(s)
     env_name, prefix = envs.resolve(layout, name)
-    result = jobs.pack(prefix, env_name or prefix.name, layout.packs_dir)
+    label = env_name or prefix.name
     job = os.environ.get("SLURM_JOB_ID", str(os.getpid()))
-    target = to or Path(tempfile.gettempdir()) / f"hpcenv-{job}" / (env_name or prefix.name)
-    print(jobs.stage(Path(result.path), target))
+    target = Path(os.path.abspath(to or jobs.default_stage_target(s.stage_dir, label, job)))
+    activate_sh = static_script(target, name=label, no_user_site=s.no_user_site)
+    result = jobs.pack(prefix, label, layout.packs_dir)
+    print(jobs.stage(Path(result.path), target, activate_sh))
