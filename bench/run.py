@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -529,6 +530,85 @@ def bench_pack(quick: bool, work: Path) -> list[Row | Skipped]:
     ]
 
 
+def bench_stage(quick: bool, work: Path) -> list[Row | Skipped]:
+    """`hpcenv stage` inside a 3-node allocation vs `sbcast` of the same pack plus `tar -x` on
+    each node, on the test cluster (three slurmd, each with its own tmpfs as node-local
+    disk). Timed inside one job, so scheduling and `sbatch --wait` polling are left out."""
+    if os.geteuid() != 0 or shutil.which("slurmd") is None or shutil.which("sbcast") is None:
+        return [Skipped("stage", "needs root and SLURM (slurmd, sbcast) to start 3 nodes")]
+    from tests.slurm import NODE_LOCAL, start_slurm, stop_slurm
+
+    from hpcenv.channel import build_channel, synthetic_packages
+
+    n = 50 if quick else 200
+    repeat = 3 if quick else 5
+    url = build_channel(
+        work / "chan", synthetic_packages(n_packages=n, versions=1, files_per_package=100)
+    )
+    home, storage = work / "home", work / "storage"
+    (home / ".conda").mkdir(parents=True)
+    storage.mkdir()
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "HPCENV_STORAGE": str(storage),
+        "HPCENV_SITE_CONFIG": str(work / "none.toml"),
+        "HPCENV_ALLOW_HOME": "1",
+        "PYTHONPATH": str(REPO / "src"),
+    }
+    prefix = storage / "big"
+    pkgs = [f"pkg{i:03d}" for i in range(n)]
+    run(hpcenv_cmd("-q", "create", "-p", str(prefix), *pkgs, "-c", url), env=env)
+    files = sum(len(f) for _, _, f in os.walk(prefix))
+    pack = run(hpcenv_cmd("pack", str(prefix)), env=env, text=True).stdout.strip()
+    hpcenv = " ".join(shlex.quote(w) for w in hpcenv_cmd("-q", "stage", str(prefix)))
+    nl = shlex.quote(str(NODE_LOCAL))
+    each = "srun --nodes=3 --ntasks-per-node=1"
+    script = f"""#!/bin/bash
+#SBATCH --nodes=3
+#SBATCH --output={work}/stage.log
+set -e
+now() {{ date +%s.%N; }}
+for i in $(seq {repeat}); do
+  t0=$(now)
+  {hpcenv} --to {nl}/h$i/env >/dev/null
+  t1=$(now)
+  sbcast --force {shlex.quote(pack)} {nl}/b$i.tar.gz
+  {each} bash -c 'mkdir -p "$1" && tar -xzf "$1.tar.gz" -C "$1"' _ {nl}/b$i
+  t2=$(now)
+  {each} test -x {nl}/h$i/env/bin/conda-unpack
+  {each} rm -rf {nl}/h$i {nl}/b$i {nl}/b$i.tar.gz
+  echo "TIMES $t0 $t1 $t2"
+done
+"""
+    cluster = start_slurm()
+    try:
+        env["SLURM_CONF"] = str(cluster.conf)
+        run(["sbatch", "--wait", "--parsable"], input=script.encode(), env=env)
+    finally:
+        stop_slurm(cluster)
+    t_h, t_b = [], []
+    for line in (work / "stage.log").read_text().splitlines():
+        if line.startswith("TIMES "):
+            t0, t1, t2 = map(float, line.split()[1:])
+            t_h.append(t1 - t0)
+            t_b.append(t2 - t1)
+    size = os.path.getsize(pack) / 1e6
+    return [
+        Row(
+            "stage",
+            f"stage on 3 nodes: {files:,}-file env, {size:.1f} MB pack (node-local tmpfs)",
+            t_h,
+            "sbcast + tar -x on each node",
+            t_b,
+            "-",
+            None,
+            "hpcenv also starts Python, checks the pack, makes a private dir per node and "
+            "runs conda-unpack",
+        )
+    ]
+
+
 SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
     "create": bench_create,
     "activation": bench_activation,
@@ -536,6 +616,7 @@ SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
     "usage": bench_usage,
     "submit": bench_submit,
     "pack": bench_pack,
+    "stage": bench_stage,
 }
 
 

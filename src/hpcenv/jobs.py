@@ -381,11 +381,9 @@ def scheduler_state(environ: Mapping[str, str] | None = None) -> SchedulerState 
     got = _slurm([scontrol, "ping"], env)
     if got is None:
         return SchedulerState(False, f"`scontrol ping` got no reply in {ASK_TIMEOUT:.0f} s")
-    text = " ".join((got.stdout + " " + got.stderr).split())
-    first = got.stdout.strip().splitlines()[0] if got.stdout.strip() else text
-    if got.returncode == 0 and " is UP" in got.stdout:
-        return SchedulerState(True, first)
-    return SchedulerState(False, first.split("***")[0].strip() or f"exit {got.returncode}")
+    out, err = got.stdout.strip().splitlines(), got.stderr.strip().splitlines()
+    said = (out or err or [f"scontrol ping exited {got.returncode}"])[0 if out else -1]
+    return SchedulerState(got.returncode == 0 and " is UP" in got.stdout, said.strip())
 
 
 # ------------------------------------------------------------------ pack and stage

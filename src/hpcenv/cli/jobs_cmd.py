@@ -216,10 +216,12 @@ def pack_(
     Example:  hpcenv pack myenv -o myenv.tar.gz
     """
     from hpcenv import envs, jobs
+    from hpcenv.site import check_trusted
     from hpcenv.storage import layout_from
 
     layout = layout_from(settings(ctx))
     env_name, prefix = envs.resolve(layout, name)
+    check_trusted(prefix)
     result = jobs.pack(prefix, env_name or prefix.name, layout.packs_dir, out)
     if json_out:
         emit_json("pack", result)
@@ -243,11 +245,13 @@ def stage_(
     """
     from hpcenv import envs, jobs
     from hpcenv.activate import static_script
+    from hpcenv.site import check_trusted
     from hpcenv.storage import layout_from
 
     s = settings(ctx)
     layout = layout_from(s)
     env_name, prefix = envs.resolve(layout, name)
+    check_trusted(prefix)  # its python runs conda-unpack on every node
     label = env_name or prefix.name
     job = os.environ.get("SLURM_JOB_ID", str(os.getpid()))
     target = Path(os.path.abspath(to or jobs.default_stage_target(s.stage_dir, label, job)))
