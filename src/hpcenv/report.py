@@ -59,7 +59,13 @@ def console(stderr: bool = False):
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
 
 
-def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def print_table(
+    title: str | None,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    stderr: bool = False,
+) -> None:
     from rich.table import Table
 
     table = Table(title=title, show_edge=False, title_justify="left")
@@ -67,7 +73,7 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("-" if v is None else str(v) for v in row))
-    console().print(table)
+    console(stderr).print(table)
 
 
 def print_lines(lines: Sequence[str]) -> None:
