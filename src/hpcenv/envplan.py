@@ -159,7 +159,8 @@ def diff(
             order = compare_versions(new.version, old.version)
             kind = "upgrade" if order > 0 else "downgrade" if order < 0 else "rebuild"
             out.append(PackageChange(kind, name, _vb(old), _vb(new), is_named))
-    return tuple(out)
+    order = {"add": 0, "upgrade": 1, "downgrade": 1, "rebuild": 1, "remove": 2}
+    return tuple(sorted(out, key=lambda c: (order[c.kind], c.name)))
 
 
 def _vb(p) -> str:

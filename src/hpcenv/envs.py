@@ -42,6 +42,7 @@ from hpcenv.registry import (
     is_path_argument,
     read_registry,
     resolve,
+    set_registered,
 )
 from hpcenv.settings import Settings
 from hpcenv.storage import Layout, ensure_state_dir, free_bytes, is_within, validate_env_name
@@ -724,6 +725,10 @@ def apply_update(
         meta.save(prefix)
         _write_activation(prefix, prefix, plan.name, settings)
         os.unlink(_pending_path(prefix))
+        try:  # an env hpcenv changed is one it knows from now on (conda does the same)
+            set_registered(layout, plan.name, prefix, True)
+        except RefusedError as exc:
+            warnings = [*warnings, f"{prefix} was changed but not registered: {exc.message}"]
     r = plan.report
     return ChangeReport(
         **{

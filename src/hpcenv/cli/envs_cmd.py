@@ -146,11 +146,17 @@ def _update(ctx, json_out: bool, yes: bool, env: str, **kw) -> None:
     if plan.report.dry_run:
         _emit(ctx, plan.report, json_out)
         return
-    if plan.report.needs_consent:
+    if plan.report.needs_consent and not yes:
         question = envs.consent_question(plan.report)
-        if sys.stdin.isatty() and not yes:
-            _print_changes(plan.report, sys.stderr)
-        if not confirm(question + "; go ahead?", yes):
+        if not sys.stdin.isatty():
+            from hpcenv.errors import RefusedError
+
+            raise RefusedError(
+                question + "; nothing was changed",
+                hint="re-run with --yes to accept (--dry-run shows the whole plan)",
+            )
+        _print_changes(plan.report, sys.stderr)
+        if not typer.confirm(question + "; go ahead?", default=False):
             info(ctx, "nothing changed")
             raise typer.Exit(2)
     report = envs.apply_update(layout, s, plan, progress=_progress(ctx), on_wait=_waiting(ctx))
