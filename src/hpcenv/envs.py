@@ -40,6 +40,7 @@ from hpcenv.registry import (
     env_maker,
     env_prefix,
     is_path_argument,
+    needs_environments_txt_write,
     read_registry,
     resolve,
     set_registered,
@@ -322,7 +323,8 @@ def create(
             hint='pass -c CHANNEL, or set channels = ["conda-forge"] in '
             "~/.config/hpcenv/config.toml",
         )
-    if os.path.lexists(prefix) and not req.force:
+    interrupted = (layout.journal_dir / f"{journal_key(prefix)}.jsonl").exists()
+    if os.path.lexists(prefix) and not req.force and not interrupted:
         raise RefusedError(
             f"environment {name or prefix} already exists at {prefix}",
             hint="use `hpcenv install` to add packages, or --force to replace it",
@@ -795,6 +797,9 @@ def delete(layout: Layout, settings: Settings, name_or_prefix: str, on_wait=None
                     f"{prefix} is a link to {target}, which belongs to another user",
                     hint=f"remove only the link with `rm {prefix}`",
                 )
+        spellings = [prefix, Path(os.path.realpath(prefix))]
+        if any(needs_environments_txt_write(layout, p, False) for p in spellings):
+            check_environments_txt(layout)  # it must be unregistered: refuse before deleting
         problem = delete_prefix(layout, prefix, name)
     warnings = (problem,) if problem else ()
     return ChangeReport(

@@ -37,7 +37,12 @@ def jsonable(obj: Any) -> Any:
 
 def dumps(command: str, result: Any) -> str:
     payload = {"schema_version": SCHEMA_VERSION, "command": command, "result": jsonable(result)}
-    return json.dumps(payload, indent=2, sort_keys=False, ensure_ascii=False)
+    text = json.dumps(payload, indent=2, sort_keys=False, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a path that is not UTF-8: escaped, so the output stays UTF-8
+        text = json.dumps(payload, indent=2, sort_keys=False, ensure_ascii=True)
+    return text
 
 
 def human_bytes(n: int | None) -> str:
