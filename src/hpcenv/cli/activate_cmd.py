@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import typer
 
-from hpcenv.cli.app import app, settings
+from hpcenv.cli.app import NAME_OPTION, PREFIX_OPTION, app, env_arg, settings
 from hpcenv.cli.app_shell import default_shell
 
 
@@ -25,7 +26,9 @@ def _resolve(ctx: typer.Context, name: str):
 @app.command()
 def activate(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Environment name or path."),
+    env: str = typer.Argument(None, help="Environment name or path."),
+    name: str = NAME_OPTION,
+    prefix: Path = PREFIX_OPTION,
     shell: str = typer.Option(None, "--shell", help="bash, zsh, fish or tcsh (default: $SHELL)."),
 ) -> None:
     """Print code that activates an environment in this shell; nothing else is touched.
@@ -37,10 +40,11 @@ def activate(
     """
     from hpcenv.activate import activation_script
 
-    s, env_name, prefix = _resolve(ctx, name)
+    env, _ = env_arg(ctx, env, name, prefix)
+    s, env_name, where = _resolve(ctx, env)
     sys.stdout.write(
         activation_script(
-            prefix, name=env_name, shell=shell or default_shell(), no_user_site=s.no_user_site
+            where, name=env_name, shell=shell or default_shell(), no_user_site=s.no_user_site
         )
     )
 
@@ -56,8 +60,10 @@ def deactivate(shell: str = typer.Option("tcsh", "--shell")) -> None:
 @app.command(context_settings={"allow_interspersed_args": False})
 def run(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Environment name or path."),
-    command: list[str] = typer.Argument(..., help="The command and its arguments (after --)."),
+    env: str = typer.Argument(None, help="Environment name or path."),
+    command: list[str] = typer.Argument(None, help="The command and its arguments (after --)."),
+    name: str = NAME_OPTION,
+    prefix: Path = PREFIX_OPTION,
 ) -> None:
     """Run a command inside an environment without activating it; its exit code is returned
     and signals reach it (hpcenv execs it).
@@ -66,8 +72,8 @@ def run(
     """
     from hpcenv.activate import run_in_env
 
-    s, env_name, prefix = _resolve(ctx, name)
-    argv = list(command)
+    env, argv = env_arg(ctx, env, name, prefix, list(command or []))
+    s, env_name, where = _resolve(ctx, env)
     if argv[:1] == ["--"]:
         argv = argv[1:]
-    run_in_env(prefix, env_name, argv, no_user_site=s.no_user_site)
+    run_in_env(where, env_name, argv, no_user_site=s.no_user_site)

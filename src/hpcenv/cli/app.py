@@ -99,6 +99,7 @@ def confirm(question: str, yes: bool) -> bool:
 
 NAME_OPTION = typer.Option(None, "-n", "--name", help="Environment name (as conda's -n).")
 PREFIX_OPTION = typer.Option(None, "-p", "--prefix", help="Environment path (as conda's -p).")
+LONG_PREFIX_OPTION = typer.Option(None, "--prefix", help="Environment path (as conda's -p).")
 
 
 def pick_env(
@@ -148,6 +149,25 @@ def _names_env(ctx: typer.Context, word: str) -> bool:
     except HpcenvError:
         return False
     return True
+
+
+def env_arg(
+    ctx: typer.Context,
+    positional: str | None,
+    name: str | None,
+    prefix: Path | None,
+    rest: list[str] | None = None,
+) -> tuple[str, list[str]]:
+    """For commands whose first argument is the env (activate, run, jobscript, ...): -n/-p
+    take its place, and what was read as the env is then the first of `rest` (the command)."""
+    args = ([positional] if positional is not None else []) + list(rest or [])
+    env, others = pick_env(ctx, args, name, prefix, specs_follow=False, use_active=False)
+    env = require_env(env, ctx.command.name if ctx.command else "COMMAND")
+    if rest is None and others:
+        from hpcenv.errors import UsageError
+
+        raise UsageError(f"unexpected argument {others[0]!r}", hint="give one environment")
+    return env, others
 
 
 def require_env(env: str | None, command: str) -> str:

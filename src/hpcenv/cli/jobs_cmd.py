@@ -9,7 +9,16 @@ from pathlib import Path
 
 import typer
 
-from hpcenv.cli.app import app, emit_json, info, settings
+from hpcenv.cli.app import (
+    LONG_PREFIX_OPTION,
+    NAME_OPTION,
+    PREFIX_OPTION,
+    app,
+    emit_json,
+    env_arg,
+    info,
+    settings,
+)
 
 
 def _request(
@@ -71,8 +80,10 @@ _OPTS = dict(
 @app.command()
 def jobscript(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Environment name or path."),
+    env: str = typer.Argument(None, help="Environment name or path."),
     command: list[str] = typer.Argument(None, help="The command (after --)."),
+    name: str = NAME_OPTION,
+    prefix: Path = LONG_PREFIX_OPTION,
     time: str = _OPTS["time"],
     mem: str = _OPTS["mem"],
     cpus: int = _OPTS["cpus"],
@@ -88,8 +99,9 @@ def jobscript(
 
     Example:  hpcenv jobscript myenv --time 02:00:00 --gpus 1 -- python train.py > job.sh
     """
+    env, command = env_arg(ctx, env, name, prefix, list(command or []))
     script, _ = _request(
-        ctx, name, command, time, mem, cpus, gpus, partition, nodes, array, output, job_name, stage
+        ctx, env, command, time, mem, cpus, gpus, partition, nodes, array, output, job_name, stage
     )
     sys.stdout.write(script)
 
@@ -97,8 +109,10 @@ def jobscript(
 @app.command()
 def submit(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Environment name or path."),
+    env: str = typer.Argument(None, help="Environment name or path."),
     command: list[str] = typer.Argument(None, help="The command (after --)."),
+    name: str = NAME_OPTION,
+    prefix: Path = LONG_PREFIX_OPTION,
     time: str = _OPTS["time"],
     mem: str = _OPTS["mem"],
     cpus: int = _OPTS["cpus"],
@@ -118,8 +132,9 @@ def submit(
     """
     from hpcenv import jobs
 
+    env, command = env_arg(ctx, env, name, prefix, list(command or []))
     script, log_dir = _request(
-        ctx, name, command, time, mem, cpus, gpus, partition, nodes, array, output, job_name, stage
+        ctx, env, command, time, mem, cpus, gpus, partition, nodes, array, output, job_name, stage
     )
     if output is None:
         os.makedirs(log_dir, exist_ok=True)
@@ -137,7 +152,9 @@ def submit(
 @app.command("pack")
 def pack_(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Environment name or path."),
+    env: str = typer.Argument(None, help="Environment name or path."),
+    name: str = NAME_OPTION,
+    prefix: Path = PREFIX_OPTION,
     out: Path = typer.Option(None, "-o", "--output", help="Also write the archive here."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
@@ -149,8 +166,9 @@ def pack_(
     from hpcenv.storage import layout_from
 
     layout = layout_from(settings(ctx))
-    env_name, prefix = envs.resolve(layout, name)
-    result = jobs.pack(prefix, env_name or prefix.name, layout.packs_dir, out)
+    env, _ = env_arg(ctx, env, name, prefix)
+    env_name, where = envs.resolve(layout, env)
+    result = jobs.pack(where, env_name or where.name, layout.packs_dir, out)
     if json_out:
         emit_json("pack", result)
     else:
@@ -161,7 +179,9 @@ def pack_(
 @app.command("stage")
 def stage_(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Environment name or path."),
+    env: str = typer.Argument(None, help="Environment name or path."),
+    name: str = NAME_OPTION,
+    prefix: Path = PREFIX_OPTION,
     to: Path = typer.Option(None, "--to", help="Where (default: $TMPDIR or /tmp)."),
 ) -> None:
     """Copy the env onto node-local disk (inside an allocation: once per node) and print the
@@ -173,8 +193,9 @@ def stage_(
     from hpcenv.storage import layout_from
 
     layout = layout_from(settings(ctx))
-    env_name, prefix = envs.resolve(layout, name)
-    result = jobs.pack(prefix, env_name or prefix.name, layout.packs_dir)
+    env, _ = env_arg(ctx, env, name, prefix)
+    env_name, where = envs.resolve(layout, env)
+    result = jobs.pack(where, env_name or where.name, layout.packs_dir)
     job = os.environ.get("SLURM_JOB_ID", str(os.getpid()))
-    target = to or Path(tempfile.gettempdir()) / f"hpcenv-{job}" / (env_name or prefix.name)
+    target = to or Path(tempfile.gettempdir()) / f"hpcenv-{job}" / (env_name or where.name)
     print(jobs.stage(Path(result.path), target))
