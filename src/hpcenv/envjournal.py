@@ -184,11 +184,16 @@ def delete(layout: Layout, prefix: Path, name: str | None) -> str | None:
     return _finish_delete(layout, tx.journal, prefix, target, trash, name)
 
 
-def _finish_delete(layout, journal, prefix: Path, target: Path, trash: Path, name) -> str | None:
+def _finish_delete(
+    layout, journal, prefix: Path, target: Path, trash: Path, name, recovering: bool = False
+) -> str | None:
     if target != prefix and os.path.islink(prefix):
         os.unlink(prefix)
     also = (target,) if target != prefix else ()
-    set_registered(layout, name, prefix, False, also=also)
+    if recovering:
+        _register(layout, name, prefix, False, also)
+    else:
+        set_registered(layout, name, prefix, False, also=also)
     tick()
     problem = remove_tree(trash)
     tick()
@@ -256,7 +261,7 @@ def _recover_one(layout: Layout, journal: Journal) -> list[Recovered]:
         step = journal.last(step="renaming")
         trash = Path(step["trash"]) if step else None
         if trash is not None and (os.path.lexists(trash) or _ino(target) != h.get("ino")):
-            problem = _finish_delete(layout, journal, prefix, target, trash, name)
+            problem = _finish_delete(layout, journal, prefix, target, trash, name, True)
             return [_result("finished-delete", prefix, trash, problem)]
         journal.finish("nothing-done")
         return []
@@ -271,22 +276,32 @@ def _recover_one(layout: Layout, journal: Journal) -> list[Recovered]:
             if _ino(path) == old_ino and old_ino is not None:
                 problem = remove_tree(path)
                 out.append(_result("removed", prefix, path, problem, "the replaced env"))
-        set_registered(layout, name, prefix, True)
+        why = _register(layout, name, prefix, True)
         journal.finish("finished")
-        return [_result(f"finished-{action}", prefix, prefix, None), *out]
+        return [_result(f"finished-{action}", prefix, prefix, None, why or ""), *out]
     if now is None and old_ino is not None and _ino(aside) == old_ino:  # between two renames
         os.rename(aside, prefix)
         out.append(_result("restored", prefix, aside, None, "the env as it was before --force"))
     elif now is None and built and new_ino is not None and _ino(tmp) == new_ino:
         os.rename(tmp, prefix)  # built and complete, and the name is free: finish it
-        set_registered(layout, name, prefix, True)
+        why = _register(layout, name, prefix, True)
         journal.finish("finished")
-        return [_result("finished-create", prefix, prefix, None)]
+        return [_result("finished-create", prefix, prefix, None, why or "")]
     if os.path.lexists(tmp):
         problem = remove_tree(tmp)
         out.append(_result("removed", prefix, tmp, problem, "an interrupted build"))
     journal.finish("rolled-back")
     return out
+
+
+def _register(layout: Layout, name, prefix: Path, present: bool, also=()) -> str | None:
+    """Registration during recovery: a broken environments.txt must not stop the command that
+    happens to recover (it is reported, and `doctor` says how to fix the file)."""
+    try:
+        set_registered(layout, name, prefix, present, also=also)
+    except RefusedError as exc:
+        return exc.message
+    return None
 
 
 def _result(action: str, prefix: Path, path: Path, problem: str | None, detail: str = ""):

@@ -165,15 +165,6 @@ def _env_journals(layout: Layout) -> list[str]:
     return [op for op in Journal.pending(layout.journal_dir) if op.startswith("env-")]
 
 
-def remove_leftovers(layout: Layout) -> list[str]:
-    """What `recover` removed or restored (the caller holds the lock)."""
-    return [r.path for r in recover(layout) if r.action != "failed"]
-
-
-def remove_leftovers_locked(layout: Layout, settings: Settings) -> list[str]:
-    return [r.path for r in recover_locked(layout, settings) if r.action != "failed"]
-
-
 def _check_location(layout: Layout, prefix: Path, allow_home: bool) -> None:
     if allow_home:
         return
@@ -743,20 +734,6 @@ def apply_update(
             "resumed": bool(plan.reinstall),
         }
     )
-
-
-def update(layout: Layout, settings: Settings, name_or_prefix: str, **kw) -> ChangeReport:
-    """Plan and apply in one call, refusing a plan that needs consent (for callers that cannot
-    ask: tests, scripts)."""
-    progress = kw.pop("progress", False)
-    on_wait = kw.pop("on_wait", None)
-    yes = kw.pop("yes", False)
-    plan = plan_update(layout, settings, name_or_prefix, **kw)
-    if plan.report.dry_run:
-        return plan.report
-    if plan.report.needs_consent and not yes:
-        raise RefusedError(consent_question(plan.report), hint="re-run with --yes to accept")
-    return apply_update(layout, settings, plan, progress=progress, on_wait=on_wait)
 
 
 def consent_question(report: ChangeReport) -> str:
