@@ -327,12 +327,13 @@ def check_cache_entry(entry: Path) -> str | None:
         return "info/paths.json is missing"
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"info/paths.json is not readable ({exc.__class__.__name__})"
+    root = os.fspath(entry) + "/"
     for item in paths if isinstance(paths, list) else []:
         if not isinstance(item, dict) or not isinstance(item.get("_path"), str):
             return "info/paths.json has an entry without a path"
         rel = item["_path"]
         try:
-            st = os.lstat(entry / rel)
+            st = os.lstat(root + rel)
         except OSError:
             return f"{rel} is missing"
         kind = item.get("path_type", "hardlink")
