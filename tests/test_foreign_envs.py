@@ -346,3 +346,18 @@ def test_create_with_no_specs_makes_an_empty_registered_env(ready_home):
     assert str(prefix) in (h["home"] / ".conda" / "environments.txt").read_text()
     hpcenv_ok(h, "install", "-p", str(prefix), "demo-tool")
     assert names(prefix) == {"demo-tool"}
+
+
+def test_commands_that_use_an_env_take_name_and_prefix_options(ready_home):
+    h = ready_home
+    hpcenv_ok(h, "create", "opt", "demo-tool", "-c", h["url"])
+    prefix = str(env_dir(h, "opt"))
+    assert hpcenv_ok(h, "run", "-n", "opt", "--", "demo-tool").stdout.startswith("demo-tool 1.0")
+    assert hpcenv_ok(h, "run", "-p", prefix, "--", "demo-tool").stdout.startswith("demo-tool")
+    script = hpcenv_ok(h, "jobscript", "-n", "opt", "--", "python", "x.py").stdout
+    assert f"{prefix}/etc/hpcenv/activate.sh" in script and "python x.py" in script
+    assert "--prefix" in hpcenv_ok(h, "jobscript", "--help").stdout  # -p is the partition there
+    assert prefix in hpcenv_ok(h, "activate", "-n", "opt", "--shell", "bash").stdout
+    assert prefix in hpcenv_ok(h, "modulefile", "-p", prefix).stdout
+    both = hpcenv_in(h, "info", "-n", "opt", "-p", prefix)
+    assert both.returncode == 2 and "not both" in both.stderr
