@@ -32,8 +32,6 @@ CONDA_BLOCKS = {
     b"# >>> conda init >>>": b"# <<< conda init <<<",
 }
 SHELL_RC_FILES = (".bashrc", ".bash_profile", ".zshrc")
-CONDARC_FILES = (".condarc", ".conda/.condarc", ".conda/condarc", ".config/conda/.condarc",
-                 ".config/conda/condarc")  # fmt: skip
 QUOTA_WARN_PERCENT = 80.0
 CACHE_VARS = ("XDG_CACHE_HOME", "PIP_CACHE_DIR", "UV_CACHE_DIR", "CONDA_PKGS_DIRS",
               "RATTLER_CACHE_DIR", "CONDA_ENVS_PATH")  # fmt: skip
@@ -363,8 +361,8 @@ def _check_quota(layout: Layout, settings: Settings) -> Check:
 
 
 def _check_registry(layout: Layout, registered: list[Path]) -> Check:
-    from hpcenv.envs import read_registry
     from hpcenv.hygiene import is_env
+    from hpcenv.registry import read_environments_txt, read_registry
 
     missing = [p for p in registered if is_env(p) is False]
     gone = [
@@ -382,17 +380,68 @@ def _check_registry(layout: Layout, registered: list[Path]) -> Check:
                 unlisted.append(entry)
     problems, fixes = [], []
     txt = _q(layout.environments_txt)
+    unreadable = read_environments_txt(layout).problem
+    if unreadable:
+        problems.append(f"{layout.environments_txt} {unreadable}")
+        fixes.append(f"mv {txt} {txt}.broken")
     for p in missing:
         problems.append(f"{p} is in environments.txt but missing")
-        fixes.append(f"grep -vxF {_q(p)} {txt} > {txt}.new; mv {txt}.new {txt}")
+        if not unreadable:
+            fixes.append(f"grep -vxF {_q(p)} {txt} > {txt}.new; mv {txt}.new {txt}")
     for p in gone:
         problems.append(f"{p} is in hpcenv's registry but missing")
     for p in unlisted:
         problems.append(f"{p} is not in environments.txt (conda env list misses it)")
-        fixes.append(f"echo {_q(p)} >> {txt}")
+        if not unreadable:
+            fixes.append(f"echo {_q(p)} >> {txt}")
     if not problems:
         return _ok("env-registry", "every registered env exists and every env is registered")
     return Check("env-registry", Status.WARN, "; ".join(problems), " && ".join(fixes) or None)
+
+
+def _check_records(prefixes: Mapping[Path, str | None]) -> Check:
+    """Damaged conda-meta records: the package they describe is invisible to every tool."""
+    from hpcenv import engine
+
+    bad = []
+    for prefix, name in prefixes.items():
+        for d in engine.read_prefix(prefix).damaged:
+            bad.append((name or str(prefix), d))
+    if not bad:
+        return _ok("env-records", "every package record of every env is readable")
+    detail = "; ".join(f"{d.path} (package {d.name}): {d.reason}" for _, d in bad)
+    fix = " && ".join(f"hpcenv install {_q(env)} {_q(d.name)}" for env, d in bad)
+    return Check(
+        "env-records", Status.FAIL, detail + " (re-create the env or reinstall the package)", fix
+    )
+
+
+def _check_package_cache(layout: Layout) -> Check:
+    """Extracted packages in the cache with a missing or truncated file: envs linked from
+    them are damaged, and new installs would link the damage."""
+    from hpcenv import engine
+    from hpcenv.hygiene import package_dir
+
+    damaged = []
+    try:
+        entries = sorted(os.scandir(package_dir(layout)), key=lambda e: e.name)
+    except OSError:
+        entries = []
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            continue
+        why = engine.check_cache_entry(Path(entry.path))
+        if why is not None:
+            damaged.append(f"{entry.name}: {why}")
+    if not damaged:
+        return _ok("package-cache", f"{len(entries)} cached packages checked, none damaged")
+    return Check(
+        "package-cache",
+        Status.WARN,
+        "damaged packages in the cache (the next install extracts them again; envs that "
+        "link them need the package reinstalled): " + "; ".join(damaged),
+        "hpcenv clean --yes",
+    )
 
 
 def _check_leftovers(layout: Layout) -> Check:
@@ -485,10 +534,9 @@ def _check_world_writable(layout: Layout, prefixes: Mapping[Path, str | None]) -
 
 
 def _condarc_paths(home: Path, environ: Mapping[str, str]) -> list[Path]:
-    paths = [home / name for name in CONDARC_FILES]
-    if environ.get("CONDARC"):
-        paths.append(Path(os.path.expanduser(environ["CONDARC"])))
-    return [p for p in dict.fromkeys(paths) if p.is_file()]
+    from hpcenv.registry import condarc_paths
+
+    return condarc_paths(home, environ)
 
 
 _UNREADABLE = object()
@@ -666,6 +714,8 @@ def diagnose(
             ),
             ("leftovers", lambda: _check_leftovers(layout)),
             ("pending-update", lambda: _check_pending_update(existing)),
+            ("env-records", lambda: _check_records(existing)),
+            ("package-cache", lambda: _check_package_cache(layout)),
             ("interrupted", lambda: _check_journals(layout)),
             ("world-writable", lambda: _check_world_writable(layout, existing)),
         ]

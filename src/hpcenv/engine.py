@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
+import stat
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +45,37 @@ class PackageInfo:
     depends: tuple[str, ...]
     constrains: tuple[str, ...] = ()
     extracted_dir: str | None = None
+    requested: tuple[str, ...] = ()  # requested_spec(s) in an installed record
+    noarch: str | None = None  # "python" or "generic" for noarch packages
+    record_path: str | None = None  # conda-meta/*.json of an installed package
     record: object = field(default=None, compare=False, repr=False)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.name, self.version, self.build)
+
+    @property
+    def pin(self) -> str:
+        """A match spec for exactly this package (version and build)."""
+        return f"{self.name} =={self.version} {self.build}"
+
+
+@dataclass(frozen=True)
+class DamagedRecord:
+    """A conda-meta/*.json that cannot be read as a package record."""
+
+    path: str
+    name: str  # the package name guessed from the file name
+    reason: str
+
+
+@dataclass(frozen=True)
+class PrefixState:
+    """What conda-meta says is installed, and the records it could not read."""
+
+    packages: tuple[PackageInfo, ...]
+    damaged: tuple[DamagedRecord, ...] = ()
+    relative_noarch: tuple[str, ...] = ()  # noarch:python records with package-relative paths
 
 
 @dataclass(frozen=True)
@@ -77,7 +109,8 @@ def _run(coro):
         time.sleep(0.002)
 
 
-def _info(record, extracted_dir: str | None = None) -> PackageInfo:
+def _info(record, extracted_dir=None, requested=(), record_path=None) -> PackageInfo:
+    noarch = record.noarch
     return PackageInfo(
         name=record.name.normalized,
         version=str(record.version),
@@ -92,6 +125,9 @@ def _info(record, extracted_dir: str | None = None) -> PackageInfo:
         depends=tuple(record.depends),
         constrains=tuple(record.constrains),
         extracted_dir=extracted_dir,
+        requested=tuple(requested),
+        record_path=record_path,
+        noarch="python" if noarch.python else ("generic" if noarch.generic else None),
         record=record,
     )
 
@@ -131,6 +167,36 @@ def _check_specs(specs: Iterable[str]) -> None:
                 f"invalid package spec {spec!r}: {_first_line(exc)}",
                 hint="use forms like `numpy`, `numpy>=1.26`, `pytorch * cuda*`",
             ) from None
+
+
+def check_specs(specs: Iterable[str]) -> None:
+    """Raise UsageError (exit 2) for a spec rattler cannot read."""
+    _check_specs(specs)
+
+
+def spec_name(spec: str) -> str:
+    """The package name of a match spec, as rattler reads it."""
+    _check_specs([spec])
+    name = rattler.MatchSpec(spec, strict=True).name
+    return name.normalized if name is not None else spec
+
+
+def spec_matches(spec: str, package: PackageInfo) -> bool:
+    """Whether an installed package satisfies a dependency spec (lenient: an unreadable spec
+    counts as satisfied, the solver would have said otherwise)."""
+    try:
+        return bool(rattler.MatchSpec(spec, strict=False).matches(package.record))
+    except Exception:  # noqa: BLE001 - rattler raises several types for odd specs
+        return True
+
+
+def compare_versions(a: str, b: str) -> int:
+    """-1, 0 or 1 as conda orders versions."""
+    try:
+        va, vb = rattler.Version(a), rattler.Version(b)
+    except Exception:  # noqa: BLE001
+        return (a > b) - (a < b)
+    return (va > vb) - (va < vb)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -194,14 +260,19 @@ def install(
     final_prefix: Path | None = None,
     reinstall: Iterable[str] = (),
     show_progress: bool = False,
-) -> None:
-    """Link `packages` into `prefix`, applying only the difference to `installed`.
+) -> list[str]:
+    """Link `packages` into `prefix`, applying only the difference to `installed`; return
+    warnings (cached packages found damaged and extracted again).
 
     `final_prefix` is the path patched into files when building in a temporary sibling that
     is renamed into place afterwards (atomic create).
     """
     if isinstance(packages, Solution):
         packages = packages.packages
+    reinstall = set(reinstall)
+    have = {p.key for p in installed or ()}
+    linking = [p for p in packages if p.key not in have or p.name in reinstall]
+    warnings = set_aside_damaged(cache_dir, linking)
     try:
         _run(
             rattler.install(
@@ -209,7 +280,7 @@ def install(
                 target_prefix=prefix,
                 cache_dir=package_cache_dir(cache_dir),
                 installed_packages=[p.record for p in installed] if installed is not None else None,
-                reinstall_packages=set(reinstall) or None,
+                reinstall_packages=reinstall or None,
                 show_progress=show_progress,
                 alternative_target_prefix=final_prefix,
                 execute_link_scripts=False,
@@ -229,22 +300,124 @@ def install(
         ):
             raise OSError(errno.ENOSPC, "no space left while installing packages") from None
         raise OperationError(
-            f"installing packages into {prefix} failed: {_first_line(exc)}"
+            f"installing packages into {prefix} failed: {_first_line(exc)}",
+            hint="if a package file is damaged, `hpcenv doctor` checks the package cache",
         ) from None
+    return warnings
+
+
+# --------------------------------------------------------------------------- the package cache
+
+
+def cache_entry(cache_dir: Path, package: PackageInfo) -> Path:
+    stem = package.file_name.removesuffix(".tar.bz2").removesuffix(".conda")
+    return package_cache_dir(cache_dir) / stem
+
+
+def check_cache_entry(entry: Path) -> str | None:
+    """Why an extracted package in the cache is damaged (a file of its info/paths.json is
+    missing, of another size, or of another type), or None when it is whole.
+
+    rattler's own validation either checks only that files exist (`ValidationMode.fast`) or
+    hashes every byte (`full`): the sizes catch a truncated file at the cost of one stat."""
+    try:
+        data = json.loads((entry / "info" / "paths.json").read_text(encoding="utf-8"))
+        paths = data["paths"]
+    except FileNotFoundError:
+        return "info/paths.json is missing"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"info/paths.json is not readable ({exc.__class__.__name__})"
+    root = os.fspath(entry) + "/"
+    for item in paths if isinstance(paths, list) else []:
+        if not isinstance(item, dict) or not isinstance(item.get("_path"), str):
+            return "info/paths.json has an entry without a path"
+        rel = item["_path"]
+        try:
+            st = os.lstat(root + rel)
+        except OSError:
+            return f"{rel} is missing"
+        kind = item.get("path_type", "hardlink")
+        if kind == "softlink":
+            if not stat.S_ISLNK(st.st_mode) and not stat.S_ISREG(st.st_mode):
+                return f"{rel} is not a link"
+        elif kind == "directory":
+            if not stat.S_ISDIR(st.st_mode):
+                return f"{rel} is not a directory"
+        elif not stat.S_ISREG(st.st_mode):
+            return f"{rel} is not a file"
+        elif isinstance(item.get("size_in_bytes"), int) and st.st_size != item["size_in_bytes"]:
+            return f"{rel} has {st.st_size} bytes, not {item['size_in_bytes']}"
+    return None
+
+
+def set_aside_damaged(cache_dir: Path, packages: Sequence[PackageInfo]) -> list[str]:
+    """Move damaged cache entries of `packages` into the cache's trash (`hpcenv clean`
+    empties it) so rattler extracts them again; say which."""
+    warnings = []
+    for package in packages:
+        entry = cache_entry(cache_dir, package)
+        if not entry.is_dir():
+            continue
+        why = check_cache_entry(entry)
+        if why is None:
+            continue
+        trash = Path(cache_dir) / ".hpcenv-trash"
+        trash.mkdir(mode=0o700, exist_ok=True)
+        target = trash / f"{entry.name}-damaged-{os.getpid()}-{time.time_ns()}"
+        os.rename(entry, target)
+        try:
+            os.unlink(entry.with_name(entry.name + ".lock"))
+        except FileNotFoundError:
+            pass
+        warnings.append(
+            f"the cached package {entry.name} was damaged ({why}); it was extracted again"
+        )
+    return warnings
+
+
+def read_prefix(prefix: Path) -> PrefixState:
+    """The packages recorded in `prefix/conda-meta/*.json`, and the records that are damaged
+    (named, never skipped silently)."""
+    meta = Path(prefix) / "conda-meta"
+    out, damaged, relative = [], [], []
+    try:
+        paths = sorted(meta.glob("*.json"))
+    except OSError:
+        paths = []
+    for path in paths:
+        try:
+            record = rattler.PrefixRecord.from_path(path)
+        except (rx.IoError, ValueError, TypeError) as exc:
+            stem = path.name.removesuffix(".json")
+            name = stem.rsplit("-", 2)[0] if stem.count("-") >= 2 else stem
+            damaged.append(DamagedRecord(str(path), name, _first_line(exc)))
+            continue
+        extracted = record.extracted_package_dir
+        requested = list(record.requested_specs)
+        if record.requested_spec and record.requested_spec not in requested:
+            requested.insert(0, record.requested_spec)
+        info = _info(record, str(extracted) if extracted else None, requested, str(path))
+        if info.noarch == "python" and _package_relative_paths(record):
+            relative.append(str(path))
+        out.append(info)
+    return PrefixState(tuple(out), tuple(damaged), tuple(relative))
+
+
+def _package_relative_paths(record) -> bool:
+    """conda (26) writes `site-packages/x.py` into paths_data of noarch:python records while
+    `files` holds `lib/python3.X/site-packages/x.py`; rattler unlinks by paths_data."""
+    files = {str(f) for f in record.files}
+    try:
+        entries = record.paths_data.paths
+    except AttributeError:
+        return False
+    return any(str(e.relative_path) not in files for e in entries)
 
 
 def installed_packages(prefix: Path) -> tuple[PackageInfo, ...]:
-    """The packages recorded in `prefix/conda-meta/*.json`."""
-    meta = Path(prefix) / "conda-meta"
-    out = []
-    for path in sorted(meta.glob("*.json")):
-        try:
-            record = rattler.PrefixRecord.from_path(path)
-        except Exception:  # not a package record (or broken): conda itself would skip it
-            continue
-        extracted = record.extracted_package_dir
-        out.append(_info(record, str(extracted) if extracted else None))
-    return tuple(out)
+    """The packages recorded in `prefix/conda-meta/*.json` (damaged records left out: use
+    `read_prefix` where they must be reported)."""
+    return read_prefix(prefix).packages
 
 
 def linked_files(prefix: Path) -> dict[str, list[str]]:
@@ -286,6 +459,15 @@ def read_lock(path: Path, target_platform: str | None = None) -> list[PackageInf
     if env is None or plat is None:
         raise UsageError(f"{path} has no packages for {name}", hint="re-lock on this platform")
     return [_info(r) for r in env.conda_repodata_records_for_platform(plat) or []]
+
+
+def lock_channels(path: Path) -> list[str]:
+    """The channels a lock file's default environment names (for the env's record)."""
+    try:
+        env = rattler.LockFile.from_path(path).default_environment()
+    except Exception:  # noqa: BLE001 - read_lock reports an unreadable file
+        return []
+    return [str(c) for c in env.channels()] if env is not None else []
 
 
 def has_cached(cache_dir: Path, package: PackageInfo) -> bool:

@@ -1,15 +1,19 @@
-"""Environments in storage: create, install, remove, list, info, export; the env registry.
+"""Environments: create, install, remove (packages or the whole env).
 
 A named environment lives at `~/.conda/envs/NAME` (in storage once `hpcenv setup` ran) and is
 registered in `~/.conda/environments.txt`, so the site's conda and mamba see it. What the user
 asked for (specs, channels, pip requirements, CUDA) is kept beside the packages in
-`PREFIX/etc/hpcenv/env.json`; the static activation script in `PREFIX/etc/hpcenv/activate.sh`.
+`PREFIX/etc/hpcenv/env.json`, and written in conda's own formats too: a `conda-meta/history`
+entry with `# update specs:` / `# remove specs:` and each record's `requested_spec`.
 
-Creation is atomic: the env is built in a hidden sibling directory (`.NAME.hpcenv-tmp-PID`)
-with the final prefix patched into its files, then renamed into place. A leftover sibling is
-the sign of an interrupted create; `remove_leftovers` deletes it (the next command that touches
-the storage calls it). Updates in place are marked by `PREFIX/etc/hpcenv/pending.json` until
-they finish; re-running the update repairs an interrupted one.
+Create, replace (`--force`) and delete are journaled (`envjournal`): a kill at any instant
+leaves the old env or the new one under the name, and the next command finishes or rolls back.
+Install and remove follow the rule in `envplan`: packages the user did not name are never
+removed, downgraded or rebuilt unless the solve cannot succeed otherwise, and then only with
+consent. Updates in place are marked by `PREFIX/etc/hpcenv/pending.json` until they finish;
+re-running `hpcenv install ENV` repairs an interrupted one.
+
+Reading (list, info, export) is in `envinfo`; discovery and the registries in `registry`.
 """
 
 from __future__ import annotations
@@ -23,48 +27,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpcenv.condameta import append_history, dist_string, history_entry, spec_name
+from hpcenv.envjournal import Recovered, begin_build, find_leftovers, journal_key, recover
+from hpcenv.envplan import EnvMeta, PackageChange, diff, removal, requested, solve_keeping
 from hpcenv.errors import OperationError, RefusedError, UsageError
-from hpcenv.journal import StorageLock, pid_alive, tick
+from hpcenv.journal import StorageLock, tick
+from hpcenv.registry import (
+    META_DIR,
+    TMP_MARK,
+    atomic_write,
+    check_environments_txt,
+    env_maker,
+    env_prefix,
+    is_path_argument,
+    needs_environments_txt_write,
+    read_registry,
+    resolve,
+    set_registered,
+)
 from hpcenv.settings import Settings
 from hpcenv.storage import Layout, ensure_state_dir, free_bytes, is_within, validate_env_name
 
-META_DIR = Path("etc") / "hpcenv"
-TMP_MARK = ".hpcenv-tmp-"
+__all__ = [
+    "META_DIR",
+    "TMP_MARK",
+    "EnvMeta",
+    "PackageChange",
+    "env_prefix",
+    "find_leftovers",
+    "read_registry",
+    "resolve",
+]
+
 INSTALL_MARGIN = 4 * 1024 * 1024
 EXTRACT_FACTOR = 4  # extracted size ~ archive size x this (conda packages compress 2-4x)
 
 
 # --------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class EnvMeta:
-    """What was asked for; stored in PREFIX/etc/hpcenv/env.json."""
-
-    name: str | None
-    prefix: str
-    specs: tuple[str, ...]
-    channels: tuple[str, ...]
-    pip: tuple[str, ...] = ()
-    cuda: str | None = None
-    gpu: bool = False
-    created: float = 0.0
-    updated: float = 0.0
-
-    @classmethod
-    def load(cls, prefix: Path) -> EnvMeta | None:
-        try:
-            data = json.loads((prefix / META_DIR / "env.json").read_text())
-        except (OSError, ValueError):
-            return None
-        fields = cls.__dataclass_fields__
-        data = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in fields}
-        return cls(**data)
-
-    def save(self, prefix: Path) -> None:
-        from hpcenv.report import jsonable
-
-        _atomic_write(prefix / META_DIR / "env.json", json.dumps(jsonable(self), indent=2) + "\n")
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ class PackageLine:
 
 @dataclass(frozen=True)
 class ChangeReport:
-    """The result of create / install / remove."""
+    """The result of create / install / remove (a plan when `dry_run`)."""
 
     command: str
     name: str | None
@@ -93,33 +92,14 @@ class ChangeReport:
     gpu: Any = None
     seconds: float = 0.0
     leftovers_removed: tuple[str, ...] = ()
+    changes: tuple[PackageChange, ...] = ()
+    relaxed: str | None = None  # why packages the user did not name change
+    recovered: tuple[Recovered, ...] = ()
+    resumed: bool = False  # this run finished an interrupted run of the same command
 
-
-@dataclass(frozen=True)
-class EnvSummary:
-    name: str | None
-    prefix: str
-    packages: int
-    apparent_bytes: int
-    unique_bytes: int
-    files: int
-    created: float | None
-    updated: float | None
-    exists: bool = True
-    owner: str | None = None
-
-
-@dataclass(frozen=True)
-class EnvInfo:
-    name: str | None
-    prefix: str
-    specs: tuple[str, ...]
-    channels: tuple[str, ...]
-    pip: tuple[str, ...]
-    cuda: str | None
-    packages: tuple[PackageLine, ...]
-    gpu: Any = None
-    pending: bool = False
+    @property
+    def needs_consent(self) -> tuple[PackageChange, ...]:
+        return tuple(c for c in self.changes if c.needs_consent)
 
 
 @dataclass
@@ -142,15 +122,12 @@ class CreateRequest:
 # --------------------------------------------------------------------------- small helpers
 
 
-def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+def normalize_channel(channel: str) -> str:
+    """A channel given as a path (relative or not) becomes an absolute file:// URL, so the
+    env's record means the same from any directory."""
+    if channel.startswith(("/", "./", "../", "~")) or channel in (".", ".."):
+        return Path(os.path.expanduser(channel)).resolve().as_uri()
+    return channel
 
 
 def channel_urls(settings: Settings, channels: Sequence[str]) -> list[str]:
@@ -161,71 +138,11 @@ def channel_urls(settings: Settings, channels: Sequence[str]) -> list[str]:
             urls.append(settings.mirrors[channel])
         elif "://" in channel:
             urls.append(settings.mirrors.get(channel, channel))
-        elif channel.startswith(("/", "./", "~")):
-            urls.append(Path(os.path.expanduser(channel)).resolve().as_uri())
+        elif channel.startswith(("/", ".", "~")):
+            urls.append(normalize_channel(channel))
         else:
             urls.append(f"{settings.channel_alias.rstrip('/')}/{channel}")
     return urls
-
-
-def env_prefix(layout: Layout, name: str) -> Path:
-    return layout.envs_dir / validate_env_name(name)
-
-
-def resolve(layout: Layout, name_or_prefix: str) -> tuple[str | None, Path]:
-    """NAME (a registered env) or a path (with a '/') to (name, prefix); must exist."""
-    if "/" in name_or_prefix:
-        prefix = Path(os.path.abspath(os.path.expanduser(name_or_prefix)))
-        name = None
-    else:
-        name = name_or_prefix
-        prefix = env_prefix(layout, name)
-    if not (prefix / "conda-meta").is_dir():
-        known = ", ".join(e.name or e.prefix for e in list_envs(layout, scan=False)) or "none"
-        raise UsageError(
-            f"no environment {name_or_prefix!r} (looked in {prefix})",
-            hint=f"known environments: {known}; create one with `hpcenv create NAME python`",
-        )
-    return name, prefix
-
-
-def _registry_path(layout: Layout) -> Path:
-    return layout.state_dir / "registry.json"
-
-
-def read_registry(layout: Layout) -> dict[str, dict[str, Any]]:
-    try:
-        return json.loads(_registry_path(layout).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _register(layout: Layout, name: str | None, prefix: Path, present: bool) -> None:
-    ensure_state_dir(layout)
-    registry = read_registry(layout)
-    if present:
-        registry[str(prefix)] = {"name": name}
-    else:
-        registry.pop(str(prefix), None)
-    _atomic_write(_registry_path(layout), json.dumps(registry, indent=2) + "\n", 0o600)
-    _environments_txt(layout, prefix, present)
-
-
-def _environments_txt(layout: Layout, prefix: Path, present: bool) -> None:
-    """Keep conda's ~/.conda/environments.txt in step (idempotent)."""
-    path = layout.environments_txt
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        lines = []
-    entry = str(prefix)
-    if present and entry not in lines:
-        lines.append(entry)
-    elif not present and entry in lines:
-        lines = [line for line in lines if line != entry]
-    else:
-        return
-    _atomic_write(path, "".join(f"{line}\n" for line in lines))
 
 
 def _lock(layout: Layout, settings: Settings, on_wait=None) -> StorageLock:
@@ -233,33 +150,19 @@ def _lock(layout: Layout, settings: Settings, on_wait=None) -> StorageLock:
     return StorageLock(layout.lock_path, timeout=settings.lock_timeout, on_wait=on_wait)
 
 
-def remove_leftovers(layout: Layout) -> list[str]:
-    """Delete the temporary prefixes of interrupted creates (under the lock); report them."""
-    removed = []
-    if not layout.envs_dir.is_dir():
-        return removed
-    for entry in layout.envs_dir.iterdir():
-        if TMP_MARK in entry.name and entry.name.startswith("."):
-            pid = entry.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and pid_alive(int(pid)):
-                continue
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(str(entry))
-    return removed
-
-
-def remove_leftovers_locked(layout: Layout, settings: Settings) -> list[str]:
-    """`remove_leftovers` under the storage lock, for commands that do not hold it."""
-    if not find_leftovers(layout):
+def recover_locked(layout: Layout, settings: Settings) -> list[Recovered]:
+    """Finish or roll back interrupted env operations, under the storage lock (for commands
+    that do not hold it). Free when there is nothing to do."""
+    if not find_leftovers(layout) and not _env_journals(layout):
         return []
     with _lock(layout, settings):
-        return remove_leftovers(layout)
+        return recover(layout)
 
 
-def find_leftovers(layout: Layout) -> list[Path]:
-    if not layout.envs_dir.is_dir():
-        return []
-    return [e for e in layout.envs_dir.iterdir() if e.name.startswith(".") and TMP_MARK in e.name]
+def _env_journals(layout: Layout) -> list[str]:
+    from hpcenv.journal import Journal
+
+    return [op for op in Journal.pending(layout.journal_dir) if op.startswith("env-")]
 
 
 def _check_location(layout: Layout, prefix: Path, allow_home: bool) -> None:
@@ -281,8 +184,8 @@ def _check_location(layout: Layout, prefix: Path, allow_home: bool) -> None:
         )
 
 
-def _check_space(prefix_parent: Path, solution) -> None:
-    need = solution.download_size * (1 + EXTRACT_FACTOR)
+def _check_space(prefix_parent: Path, packages) -> None:
+    need = sum(p.size for p in packages) * (1 + EXTRACT_FACTOR)
     have = free_bytes(prefix_parent)
     if need + INSTALL_MARGIN > have:
         from hpcenv.report import human_bytes
@@ -295,17 +198,87 @@ def _check_space(prefix_parent: Path, solution) -> None:
         )
 
 
-def _lines(packages) -> tuple[PackageLine, ...]:
+def lines(packages) -> tuple[PackageLine, ...]:
+    from hpcenv.condameta import channel_short
+
     return tuple(
-        PackageLine(p.name, p.version, p.build, _short_channel(p.channel), p.size)
+        PackageLine(p.name, p.version, p.build, channel_short(p.channel, p.subdir), p.size)
         for p in sorted(packages, key=lambda p: p.name)
     )
 
 
-def _short_channel(channel: str | None) -> str:
-    if not channel:
-        return ""
-    return channel.rstrip("/").rsplit("/", 1)[-1]
+def _dist(p) -> str:
+    return dist_string(p.name, p.version, p.build, p.channel, p.subdir)
+
+
+def _write_conda_records(
+    prefix: Path, before, after, *, update_specs=(), remove_specs=(), asked: dict | None = None
+) -> None:
+    """conda's side of a change: a history entry and the records' requested_spec."""
+    old = {p.key: p for p in before}
+    new = {p.key: p for p in after}
+    append_history(
+        prefix,
+        history_entry(
+            added=[_dist(new[k]) for k in new.keys() - old.keys()],
+            removed=[_dist(old[k]) for k in old.keys() - new.keys()],
+            update_specs=update_specs,
+            remove_specs=remove_specs,
+        ),
+    )
+    from hpcenv import engine
+
+    asked = dict(asked or {})
+    for p in engine.read_prefix(prefix).packages:
+        spec = asked.get(p.name)
+        if spec is None or p.record_path is None or p.requested[:1] == (spec,):
+            continue
+        path = Path(p.record_path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        data["requested_spec"] = spec
+        data["requested_specs"] = [spec]
+        atomic_write(path, json.dumps(data, indent=1), os.stat(path).st_mode & 0o777)
+
+
+def _normalize_noarch_records(state) -> bool:
+    """Rewrite conda's noarch:python records whose paths_data holds package-relative paths
+    (`site-packages/x.py`) to the installed paths of `files`, so unlinking removes them."""
+    for record_path in state.relative_noarch:
+        path = Path(record_path)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        entries = (data.get("paths_data") or {}).get("paths") or []
+        new = []
+        for installed in data.get("files") or []:
+            match = next(
+                (
+                    e
+                    for e in entries
+                    if e.get("_path") == installed
+                    or installed.endswith("/" + str(e.get("_path", "")).split("/", 1)[-1])
+                ),
+                None,
+            )
+            entry = dict(match) if match else {"path_type": "hardlink"}
+            entry["_path"] = installed
+            new.append(entry)
+        data.setdefault("paths_data", {"paths_version": 1})["paths"] = new
+        atomic_write(path, json.dumps(data, indent=1), os.stat(path).st_mode & 0o777)
+    return bool(state.relative_noarch)
+
+
+def _refuse_damaged(state, name: str | None, prefix: Path, named: set[str] = frozenset()):
+    """A damaged record of a package the user did not name: refuse, naming it and the fix."""
+    bad = [d for d in state.damaged if d.name not in named]
+    if bad:
+        d = bad[0]
+        raise RefusedError(
+            f"{d.path} (package {d.name}) is damaged: {d.reason}",
+            hint=f"re-create the env, or reinstall the package: "
+            f"`hpcenv install {name or prefix} {d.name}`",
+        )
 
 
 # --------------------------------------------------------------------------- create
@@ -319,7 +292,7 @@ def create(
     progress: bool = False,
     on_wait: Callable[[str], None] | None = None,
 ) -> ChangeReport:
-    """Solve, check, and build a new environment atomically."""
+    """Check, solve, and build a new environment (journaled; see the module docstring)."""
     start = time.perf_counter()
     if req.prefix is not None:
         prefix = Path(os.path.abspath(os.path.expanduser(str(req.prefix))))
@@ -331,124 +304,129 @@ def create(
         prefix = env_prefix(layout, name)
     else:
         raise UsageError("give an environment NAME or -p PREFIX", hint="hpcenv create NAME python")
-    if not req.specs and req.lockfile is None:
+    from hpcenv import engine
+
+    engine.check_specs(req.specs)
+    channels = [normalize_channel(c) for c in (req.channels or settings.channels)]
+    if not channels and req.lockfile is None:
         raise UsageError(
-            "nothing to install: give package specs or -f FILE", hint="hpcenv create NAME python"
+            "no channel configured",
+            hint='pass -c CHANNEL, or set channels = ["conda-forge"] in '
+            "~/.config/hpcenv/config.toml",
         )
-    if os.path.lexists(prefix) and not req.force:
+    interrupted = (layout.journal_dir / f"{journal_key(prefix)}.jsonl").exists()
+    if os.path.lexists(prefix) and not req.force and not interrupted:
         raise RefusedError(
             f"environment {name or prefix} already exists at {prefix}",
             hint="use `hpcenv install` to add packages, or --force to replace it",
         )
     _check_location(layout, prefix, req.allow_home or settings.allow_home)
-    channels = req.channels or list(settings.channels)
-    urls = channel_urls(settings, channels)
-    cache = layout.package_cache
+    if not req.dry_run:
+        check_environments_txt(layout)
+    if req.pip:
+        _find_uv()
     from hpcenv import gpu
 
     detected = gpu.detect_cuda_driver_soon()  # the probe child runs while the engine loads
-    from hpcenv import engine
-
     gpu_info, warnings, cuda, specs = _gpu_prepare(settings, req, req.specs, detected())
-
+    made_by = "hpcenv"
     if req.lockfile is not None:
-        packages = engine.read_lock(req.lockfile)
-        solution = engine.Solution(tuple(packages))
+        packages = tuple(engine.read_lock(req.lockfile))
+        channels = engine.lock_channels(req.lockfile) or channels
+        specs = [p.pin for p in packages]
+        made_by = "lock"
+        solution = engine.Solution(packages)
+    elif specs:
+        solution = engine.solve(
+            channel_urls(settings, channels), specs, cache_dir=layout.package_cache, cuda=cuda
+        )
     else:
-        solution = engine.solve(urls, specs, cache_dir=cache, cuda=cuda)
+        solution = engine.Solution(())  # conda makes an empty env too
+    if req.pip and not any(p.name == "python" for p in solution.packages):
+        raise UsageError(
+            "the environment.yml has a pip: section but no python in its dependencies",
+            hint="add python to dependencies",
+        )
     gpu_report, more = _gpu_check(settings, req, solution.packages, gpu_info)
     warnings += more
     report_args = dict(
         name=name,
         prefix=str(prefix),
-        packages=_lines(solution.packages),
+        packages=lines(solution.packages),
         download_bytes=solution.download_size,
         pip=tuple(req.pip),
         gpu=gpu_report,
+        added=tuple(p.name for p in solution.packages),
+        changes=diff((), solution.packages, set()),
     )
     if req.dry_run:
-        return ChangeReport(
-            "create",
-            dry_run=True,
-            warnings=tuple(warnings),
-            added=tuple(p.name for p in solution.packages),
-            **report_args,
-        )
+        return ChangeReport("create", dry_run=True, warnings=tuple(warnings), **report_args)
 
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    _check_space(prefix.parent, solution)
+    _check_space(prefix.parent, solution.packages)
+    meta_specs = list(specs if made_by == "lock" else req.specs)
     with _lock(layout, settings, on_wait):
-        leftovers = remove_leftovers(layout)
-        tmp = prefix.with_name(f".{prefix.name}{TMP_MARK}{os.getpid()}")
-        try:
-            engine.install(
-                solution, tmp, cache_dir=cache, final_prefix=prefix, show_progress=progress
+        recovered = recover(layout)
+        finished = [
+            r for r in recovered if r.prefix == str(prefix) and r.action == "finished-create"
+        ]
+        if finished and not req.force:
+            return ChangeReport(
+                "create", dry_run=False, recovered=tuple(recovered), resumed=True, **report_args
             )
-            _append_history(tmp, solution.packages, ())
+        if os.path.lexists(prefix) and not req.force:  # the check that counts: under the lock
+            raise RefusedError(
+                f"environment {name or prefix} already exists at {prefix}",
+                hint="use `hpcenv install` to add packages, or --force to replace it",
+            )
+        replace = os.path.lexists(prefix)
+        if replace and os.path.islink(prefix):
+            raise RefusedError(
+                f"{prefix} is a symbolic link; --force will not replace what it points to",
+                hint=f"remove it first: `hpcenv remove {name or prefix} --yes`",
+            )
+        tx = begin_build(layout, prefix, name, replace=replace, specs=meta_specs)
+        tmp = tx.tmp
+        try:
+            more = engine.install(
+                solution, tmp, cache_dir=layout.package_cache, final_prefix=prefix,
+                show_progress=progress,
+            )  # fmt: skip
+            warnings += more
+            (tmp / "conda-meta").mkdir(parents=True, exist_ok=True)
+            _write_conda_records(
+                tmp, (), solution.packages, update_specs=meta_specs,
+                asked={spec_name(s): s for s in meta_specs},
+            )  # fmt: skip
             tick()
             if req.pip:
-                _pip_install(layout, tmp, prefix, req.pip)
+                _pip_install(layout, tmp, req.pip)
                 tick()
             now = time.time()
-            meta = EnvMeta(
-                name,
-                str(prefix),
-                tuple(req.specs),
-                tuple(channels),
-                tuple(req.pip),
-                cuda,
-                req.gpu,
-                now,
-                now,
-            )
-            meta.save(tmp)
+            EnvMeta(
+                name, str(prefix), tuple(meta_specs), tuple(channels), tuple(req.pip), cuda,
+                req.gpu, now, now, made_by,
+            ).save(tmp)  # fmt: skip
             _write_activation(tmp, prefix, name, settings)
-            if os.path.lexists(prefix):  # --force: replace only once the new one is complete
-                old = prefix.with_name(f".{prefix.name}{TMP_MARK}old-{os.getpid()}")
-                os.rename(prefix, old)
-                os.rename(tmp, prefix)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(tmp, prefix)
-            tick()
+            tx.built()
         except BaseException as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
+            tx.abandon()
             if isinstance(exc, OSError) and exc.errno in (28, 122):  # ENOSPC, EDQUOT
                 raise OperationError(
                     f"ran out of space while building {name or prefix}; nothing was created",
                     hint="free space (`hpcenv clean`) and re-run",
                 ) from None
             raise
-        _register(layout, name, prefix, True)
+        tx.commit()
     return ChangeReport(
         "create",
         dry_run=False,
         warnings=tuple(warnings),
-        added=tuple(p.name for p in solution.packages),
         seconds=time.perf_counter() - start,
-        leftovers_removed=tuple(leftovers),
+        recovered=tuple(recovered),
+        leftovers_removed=tuple(r.path for r in recovered if r.action == "removed"),
         **report_args,
     )
-
-
-def _append_history(prefix: Path, added, removed) -> None:
-    """A conda-format entry in conda-meta/history, so `conda list --revisions` reads it."""
-    import sys
-
-    from hpcenv import __version__
-
-    def dist(p) -> str:
-        return f"{p.channel}::{p.name}-{p.version}-{p.build}"
-
-    lines = [
-        time.strftime("==> %Y-%m-%d %H:%M:%S <=="),
-        "# cmd: " + " ".join(["hpcenv", *sys.argv[1:]]),
-        f"# hpcenv version: {__version__}",
-        *(f"-{dist(p)}" for p in sorted(removed, key=lambda p: p.name)),
-        *(f"+{dist(p)}" for p in sorted(added, key=lambda p: p.name)),
-    ]
-    with open(prefix / "conda-meta" / "history", "a", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
 
 
 def _write_activation(
@@ -460,33 +438,41 @@ def _write_activation(
     text = static_script(
         final_prefix, name=name or str(final_prefix), no_user_site=settings.no_user_site
     )
-    _atomic_write(build_prefix / META_DIR / "activate.sh", text)
+    atomic_write(build_prefix / META_DIR / "activate.sh", text)
 
 
-def _pip_install(
-    layout: Layout, build_prefix: Path, final_prefix: Path, requirements: Sequence[str]
-) -> None:
+def _find_uv() -> str:
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+    if not found:
+        raise OperationError(
+            "uv is not installed (it installs the pip: section)", hint="pip install uv"
+        )
+    return found
+
+
+def _pip_install(layout: Layout, build_prefix: Path, requirements: Sequence[str]) -> None:
     """Install an environment.yml `pip:` list with uv into the env's interpreter."""
     import subprocess
     import tempfile
 
     python = build_prefix / "bin" / "python"
-    if not python.exists():
-        raise UsageError(
-            "the environment.yml has a pip: section but no python in its dependencies",
-            hint="add python to dependencies",
-        )
-    try:
-        from uv import find_uv_bin
-
-        uv = find_uv_bin()
-    except (ImportError, FileNotFoundError):
-        uv = shutil.which("uv")
-    if not uv:
-        raise OperationError("uv is not installed", hint="pip install uv")
+    uv = _find_uv()
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as reqs:
         reqs.write("\n".join(requirements) + "\n")
-    env = {**os.environ, "UV_CACHE_DIR": str(layout.uv_cache), "VIRTUAL_ENV": str(build_prefix)}
+    env = {
+        **os.environ,
+        "UV_CACHE_DIR": str(layout.uv_cache),
+        "VIRTUAL_ENV": str(build_prefix),
+        "UV_NO_CONFIG": "1",
+        # uv keeps credentials and tools under XDG dirs: in storage, never in home
+        "XDG_DATA_HOME": str(layout.state_dir / "uv-data"),
+        "XDG_CONFIG_HOME": str(layout.state_dir / "uv-config"),
+    }
     try:
         result = subprocess.run(
             [uv, "pip", "install", "--python", str(python), "-r", reqs.name],
@@ -497,9 +483,9 @@ def _pip_install(
     finally:
         os.unlink(reqs.name)
     if result.returncode != 0:
-        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        msgs = [line for line in result.stderr.strip().splitlines() if line.strip()]
         raise OperationError(
-            f"pip requirements failed to install: {' / '.join(lines[-3:])}",
+            f"pip requirements failed to install: {' / '.join(msgs[-3:])}",
             hint="check the pip: section of the environment.yml",
         )
 
@@ -531,273 +517,275 @@ def _gpu_check(settings: Settings, req: CreateRequest, packages, gpu_info):
     return report, list(warnings)
 
 
-# --------------------------------------------------------------------------- update in place
+# --------------------------------------------------------------------------- install / remove
 
 
 def _pending_path(prefix: Path) -> Path:
     return prefix / META_DIR / "pending.json"
 
 
-def update(
+def _read_pending(prefix: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(_pending_path(prefix).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    """An install or remove, planned (nothing changed yet); `apply_update` carries it out."""
+
+    report: ChangeReport
+    prefix: Path
+    name: str | None
+    installed: tuple = field(repr=False)
+    target: tuple = field(repr=False)
+    meta: EnvMeta = field(repr=False)
+    update_specs: tuple[str, ...] = ()
+    remove_specs: tuple[str, ...] = ()
+    solve_specs: tuple[str, ...] = ()
+    reinstall: tuple[str, ...] = ()
+    normalize: bool = False
+
+
+def plan_update(
     layout: Layout,
     settings: Settings,
     name_or_prefix: str,
     *,
     add: Sequence[str] = (),
     drop: Sequence[str] = (),
+    channels: Sequence[str] = (),
     cuda: str | None = None,
     gpu: bool = False,
     dry_run: bool = False,
+) -> UpdatePlan:
+    """Plan `install` (add specs, `channels` added to the env's) or `remove` (drop packages):
+    the rule of `envplan`; nothing is changed."""
+    from hpcenv import engine
+
+    name, prefix = resolve(layout, name_or_prefix)
+    from hpcenv.site import check_trusted
+
+    check_trusted(prefix)
+    engine.check_specs([*add, *drop])
+    state = engine.read_prefix(prefix)
+    add_names = {engine.spec_name(s) for s in add}
+    drop_names = {engine.spec_name(s) for s in drop}
+    # a damaged record of a package the user names is reinstalled; any other is refused
+    _refuse_damaged(state, name, prefix, add_names)
+    damaged = {d.name for d in state.damaged}
+    installed = state.packages
+    meta = EnvMeta.load(prefix)
+    asked = requested(prefix, installed, meta)
+    rec_channels = tuple(dict.fromkeys([*asked.channels, *map(normalize_channel, channels)]))
+    if not rec_channels:
+        rec_channels = tuple(settings.channels)
+    if meta is None:
+        meta = EnvMeta(name, str(prefix), asked.specs, rec_channels, made_by=env_maker(prefix))
+    specs = {spec_name(s): s for s in asked.specs}
+    pending = _read_pending(prefix)
+    command = "remove" if drop else "install"
+    warnings: list[str] = []
+    relaxed = None
+    reinstall: tuple[str, ...] = ()
+    serving: set[str] = set()
+    if drop:
+        missing = sorted(drop_names - {p.name for p in installed} - damaged)
+        if missing:
+            raise UsageError(f"{', '.join(missing)} is not installed in {name or prefix}")
+        for n in drop_names:
+            specs.pop(n, None)
+        target, dependents, serving = removal(installed, drop_names, set(specs))
+        for n in dependents | serving:
+            specs.pop(n, None)
+        solve_specs: tuple[str, ...] = ()
+        gpu_report = None
+        download = 0
+    else:
+        for s in add:
+            specs[engine.spec_name(s)] = s
+        req = CreateRequest(name=name, prefix=prefix, cuda=cuda or meta.cuda, gpu=gpu or meta.gpu)
+        from hpcenv import gpu as gpu_mod
+
+        gpu_info, warnings, cuda_v, solve_add = _gpu_prepare(
+            settings, req, list(add), gpu_mod.detect_cuda_driver()
+        )
+        urls = channel_urls(settings, rec_channels)
+        if not urls:
+            raise UsageError("no channel configured", hint="pass -c CHANNEL")
+        if pending and pending.get("solve_specs"):
+            solve_specs = tuple(pending["solve_specs"])
+            solution = engine.solve(
+                urls, solve_specs, cache_dir=layout.package_cache, cuda=cuda_v, installed=installed
+            )
+        else:
+            solution, relaxed, used = solve_keeping(
+                urls, solve_add, installed, list(specs.values()),
+                cache_dir=layout.package_cache, cuda=cuda_v,
+            )  # fmt: skip
+            solve_specs = tuple(used)
+        target = list(solution.packages)
+        gpu_report, more = _gpu_check(settings, req, target, gpu_info)
+        warnings += more
+        download = solution.download_size
+        meta = EnvMeta(**{**meta.__dict__, "cuda": cuda_v or meta.cuda, "gpu": req.gpu})
+        if pending or damaged & add_names:
+            reinstall = tuple({p.name for p in installed} if pending else (damaged & add_names))
+    changes = diff(installed, target, add_names | drop_names, serving)
+    meta = EnvMeta(**{**meta.__dict__, "specs": tuple(specs.values()), "channels": rec_channels})
+    report = ChangeReport(
+        command,
+        name,
+        str(prefix),
+        dry_run,
+        lines(target),
+        added=tuple(c.name for c in changes if c.kind == "add"),
+        removed=tuple(c.name for c in changes if c.kind == "remove"),
+        download_bytes=download,
+        warnings=tuple(warnings),
+        gpu=gpu_report,
+        changes=changes,
+        relaxed=relaxed,
+    )
+    return UpdatePlan(
+        report,
+        prefix,
+        name,
+        tuple(installed),
+        tuple(target),
+        meta,
+        update_specs=tuple(add),
+        remove_specs=tuple(drop),
+        solve_specs=solve_specs,
+        reinstall=reinstall,
+        normalize=bool(state.relative_noarch),
+    )
+
+
+def apply_update(
+    layout: Layout,
+    settings: Settings,
+    plan: UpdatePlan,
+    *,
     progress: bool = False,
     on_wait: Callable[[str], None] | None = None,
 ) -> ChangeReport:
-    """`install` (add specs) or `remove` (drop packages): re-solve with the recorded specs,
-    apply only the difference. An interrupted update is repaired by running it again."""
+    """Carry out a plan under the storage lock (refused if the env changed meanwhile)."""
     from hpcenv import engine
 
     start = time.perf_counter()
-    name, prefix = resolve(layout, name_or_prefix)
-    meta = EnvMeta.load(prefix) or EnvMeta(name, str(prefix), (), tuple(settings.channels))
-    pending = _read_pending(prefix)
-    drop_names = {_spec_name(s) for s in drop}
-    specs = [s for s in meta.specs if _spec_name(s) not in drop_names]
-    add_names = {_spec_name(s) for s in add}
-    specs = [s for s in specs if _spec_name(s) not in add_names] + list(add)
-    if pending:  # finish what an interrupted run started
-        specs = pending["specs"]
-    if drop:
-        unknown = drop_names - {_spec_name(s) for s in meta.specs}
-        installed_names = {p.name for p in engine.installed_packages(prefix)}
-        missing = [n for n in unknown if n not in installed_names]
-        if missing:
-            raise UsageError(f"{', '.join(sorted(missing))} is not installed in {name or prefix}")
-    req = CreateRequest(
-        name=name, prefix=prefix, specs=specs, cuda=cuda or meta.cuda, gpu=gpu or meta.gpu
-    )
-    from hpcenv import gpu as gpu_mod
-
-    gpu_info, warnings, cuda_v, solve_specs = _gpu_prepare(
-        settings, req, specs, gpu_mod.detect_cuda_driver()
-    )
-    urls = channel_urls(settings, meta.channels)
-    installed = engine.installed_packages(prefix)
-    if drop and not specs:
-        raise UsageError(
-            "that would remove every requested package",
-            hint=f"delete the environment with `hpcenv remove {name or prefix} --yes`",
-        )
-    solution = engine.solve(
-        urls, solve_specs, cache_dir=layout.package_cache, cuda=cuda_v, installed=installed
-    )
-    gpu_report, more = _gpu_check(settings, req, solution.packages, gpu_info)
-    before = {(p.name, p.version, p.build) for p in installed}
-    after = {(p.name, p.version, p.build) for p in solution.packages}
-    added = tuple(sorted(n for n, v, b in after - before))
-    removed = tuple(sorted(n for n, v, b in before - after if n not in {x[0] for x in after}))
-    args = dict(
-        name=name,
-        prefix=str(prefix),
-        packages=_lines(solution.packages),
-        added=added,
-        removed=removed,
-        download_bytes=solution.download_size,
-        gpu=gpu_report,
-    )
-    command = "remove" if drop else "install"
-    if dry_run:
-        return ChangeReport(command, dry_run=True, warnings=tuple(warnings + more), **args)
-    _check_space(prefix.parent, solution)
+    prefix = plan.prefix
+    added = [p for p in plan.target if p.key not in {q.key for q in plan.installed}]
+    _check_space(prefix.parent, added)
     with _lock(layout, settings, on_wait):
-        leftovers = remove_leftovers(layout)
-        _atomic_write(_pending_path(prefix), json.dumps({"specs": specs, "started": time.time()}))
-        reinstall = {p.name for p in installed} if pending else set()
-        engine.install(
-            solution,
+        recovered = recover(layout)
+        state = engine.read_prefix(prefix)
+        if {p.key for p in state.packages} != {p.key for p in plan.installed}:
+            raise RefusedError(
+                f"{plan.name or prefix} changed while hpcenv was planning; nothing was changed",
+                hint="re-run the command",
+            )
+        atomic_write(
+            _pending_path(prefix),
+            json.dumps({"solve_specs": list(plan.solve_specs), "started": time.time()}),
+        )
+        if plan.normalize and _normalize_noarch_records(state):
+            state = engine.read_prefix(prefix)
+        warnings = engine.install(
+            plan.target,
             prefix,
             cache_dir=layout.package_cache,
-            installed=installed,
-            reinstall=reinstall,
+            installed=state.packages,
+            reinstall=plan.reinstall,
             show_progress=progress,
         )
-        old = {(p.name, p.version, p.build): p for p in installed}
-        new = {(p.name, p.version, p.build): p for p in solution.packages}
-        _append_history(
+        tick()
+        asked = {spec_name(s): s for s in plan.update_specs}
+        _write_conda_records(
             prefix,
-            [new[k] for k in new.keys() - old.keys()],
-            [old[k] for k in old.keys() - new.keys()],
+            plan.installed,
+            plan.target,
+            update_specs=plan.update_specs,
+            remove_specs=plan.remove_specs,
+            asked=asked,
         )
-        new_meta = EnvMeta(
-            meta.name if meta.name is not None else name,
-            str(prefix),
-            tuple(specs),
-            meta.channels,
-            meta.pip,
-            cuda_v or meta.cuda,
-            req.gpu,
-            meta.created,
-            time.time(),
-        )
-        new_meta.save(prefix)
-        _write_activation(prefix, prefix, name, settings)
+        meta = EnvMeta(**{**plan.meta.__dict__, "updated": time.time()})
+        meta.save(prefix)
+        _write_activation(prefix, prefix, plan.name, settings)
         os.unlink(_pending_path(prefix))
+        try:  # an env hpcenv changed is one it knows from now on (conda does the same)
+            set_registered(layout, plan.name, prefix, True)
+        except RefusedError as exc:
+            warnings = [*warnings, f"{prefix} was changed but not registered: {exc.message}"]
+    r = plan.report
     return ChangeReport(
-        command,
-        dry_run=False,
-        warnings=tuple(warnings + more),
-        seconds=time.perf_counter() - start,
-        leftovers_removed=tuple(leftovers),
-        **args,
+        **{
+            **r.__dict__,
+            "dry_run": False,
+            "warnings": (*r.warnings, *warnings),
+            "seconds": time.perf_counter() - start,
+            "recovered": tuple(recovered),
+            "leftovers_removed": tuple(x.path for x in recovered if x.action == "removed"),
+            "resumed": bool(plan.reinstall),
+        }
     )
 
 
-def _read_pending(prefix: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(_pending_path(prefix).read_text())
-    except (OSError, ValueError):
-        return None
+def consent_question(report: ChangeReport) -> str:
+    what = ", ".join(c.describe() for c in report.needs_consent)
+    why = f" because {report.relaxed}" if report.relaxed else ""
+    return f"this {report.command} changes packages you did not name{why}: {what}"
 
 
-def _spec_name(spec: str) -> str:
-    """The package name of a match spec ('numpy >=1.2', 'conda-forge::numpy=1', 'numpy[...]')."""
-    text = spec.strip().split("::")[-1]
-    for i, ch in enumerate(text):
-        if ch in " =<>!~[":
-            return text[:i].lower()
-    return text.lower()
+# --------------------------------------------------------------------------- delete
 
 
 def delete(layout: Layout, settings: Settings, name_or_prefix: str, on_wait=None) -> ChangeReport:
-    """Delete an environment and unregister it everywhere (the caller has confirmed)."""
-    name, prefix = resolve(layout, name_or_prefix)
+    """Delete an environment and unregister it everywhere (the caller has confirmed).
+    Re-running it after a kill finishes the interrupted delete."""
+    from hpcenv.envjournal import delete as delete_prefix
+
+    if is_path_argument(name_or_prefix):
+        guess = Path(os.path.abspath(os.path.expanduser(name_or_prefix)))
+    else:
+        guess = env_prefix(layout, name_or_prefix)
     with _lock(layout, settings, on_wait):
-        # rename first: the name disappears atomically, then the tree goes
-        trash = prefix.with_name(f".{prefix.name}{TMP_MARK}rm-{os.getpid()}")
-        os.rename(prefix, trash)
-        _register(layout, name, prefix, False)
-        shutil.rmtree(trash, ignore_errors=True)
-    return ChangeReport("remove", name, str(prefix), False, (), removed=("(environment)",))
+        recovered = recover(layout)
+        done = [r for r in recovered if r.prefix == str(guess) and r.action == "finished-delete"]
+        if done:
+            return ChangeReport(
+                "remove", None, str(guess), False, (), removed=("(environment)",),
+                recovered=tuple(recovered), resumed=True,
+            )  # fmt: skip
+        name, prefix = resolve(layout, name_or_prefix)
+        if os.path.islink(prefix):
+            target = Path(os.path.realpath(prefix))
+            try:
+                owner = os.lstat(target).st_uid
+            except OSError:
+                owner = os.geteuid()
+            if owner != os.geteuid():
+                raise RefusedError(
+                    f"{prefix} is a link to {target}, which belongs to another user",
+                    hint=f"remove only the link with `rm {prefix}`",
+                )
+        spellings = [prefix, Path(os.path.realpath(prefix))]
+        if any(needs_environments_txt_write(layout, p, False) for p in spellings):
+            check_environments_txt(layout)  # it must be unregistered: refuse before deleting
+        problem = delete_prefix(layout, prefix, name)
+    warnings = (problem,) if problem else ()
+    return ChangeReport(
+        "remove", name, str(prefix), False, (), removed=("(environment)",),
+        warnings=warnings, recovered=tuple(recovered),
+    )  # fmt: skip
 
 
-# --------------------------------------------------------------------------- read commands
+__all__ += ["journal_key"]
 
 
-def known_prefixes(layout: Layout) -> dict[Path, str | None]:
-    """Every env hpcenv knows: the envs dir, its registry, and conda's environments.txt."""
-    found: dict[Path, str | None] = {}
-    if layout.envs_dir.is_dir():
-        for entry in sorted(layout.envs_dir.iterdir()):
-            if not entry.name.startswith(".") and (entry / "conda-meta").is_dir():
-                found[entry] = entry.name
-    for prefix, rec in read_registry(layout).items():
-        found.setdefault(Path(prefix), rec.get("name"))
-    return found
-
-
-def shared_summaries(shared_root: Path | None) -> list[EnvSummary]:
-    """Group environments other users shared with us (no sizes: not ours to scan)."""
-    from hpcenv.site import shared_envs
-
-    out = []
-    for env in shared_envs(shared_root):
-        prefix = Path(env.prefix)
-        meta = EnvMeta.load(prefix)
-        try:
-            count = len(list((prefix / "conda-meta").glob("*.json")))
-        except OSError:
-            count = 0
-        out.append(
-            EnvSummary(
-                name=env.name,
-                prefix=env.prefix,
-                packages=count,
-                apparent_bytes=0,
-                unique_bytes=0,
-                files=0,
-                created=meta.created if meta else None,
-                updated=meta.updated if meta else None,
-                exists=(prefix / "conda-meta").is_dir(),
-                owner=f"{env.owner} (group {env.group})",
-            )
-        )
-    return out
-
-
-def list_envs(layout: Layout, *, scan: bool = True) -> list[EnvSummary]:
-    """Name, prefix, package count, size (apparent and unique after hardlinks), files, dates."""
-    out = []
-    prefixes = known_prefixes(layout)
-    usages = {}
-    if scan and prefixes:
-        from hpcenv.usage import scan_many
-
-        usages = scan_many([p for p in prefixes if p.exists()])
-    for prefix, name in prefixes.items():
-        meta = EnvMeta.load(prefix)
-        exists = (prefix / "conda-meta").is_dir()
-        count = len(list((prefix / "conda-meta").glob("*.json"))) if exists else 0
-        u = usages.get(prefix)
-        out.append(
-            EnvSummary(
-                name=name,
-                prefix=str(prefix),
-                packages=count,
-                apparent_bytes=u.apparent_bytes if u else 0,
-                unique_bytes=u.unique_bytes if u else 0,
-                files=u.files if u else 0,
-                created=meta.created if meta else None,
-                updated=meta.updated if meta else None,
-                exists=exists,
-            )
-        )
-    return out
-
-
-def info(layout: Layout, settings: Settings, name_or_prefix: str) -> EnvInfo:
-    from hpcenv import engine, gpu
-
-    name, prefix = resolve(layout, name_or_prefix)
-    meta = EnvMeta.load(prefix)
-    packages = engine.installed_packages(prefix)
-    detected = gpu.detect_cuda_driver()
-    driver = detected.version if detected else settings.gpu_cuda_version
-    return EnvInfo(
-        name=name,
-        prefix=str(prefix),
-        specs=meta.specs if meta else (),
-        channels=meta.channels if meta else (),
-        pip=meta.pip if meta else (),
-        cuda=meta.cuda if meta else None,
-        packages=_lines(packages),
-        gpu=gpu.gpu_report(packages, driver, settings.gpu_packages),
-        pending=_pending_path(prefix).exists(),
-    )
-
-
-def export_yaml(layout: Layout, name_or_prefix: str) -> str:
-    """environment.yml from the requested specs (what the user asked for, not the solution)."""
-    import yaml
-
-    name, prefix = resolve(layout, name_or_prefix)
-    meta = EnvMeta.load(prefix)
-    if meta is None:
-        raise UsageError(f"{prefix} was not created by hpcenv: no requested specs are recorded")
-    doc: dict[str, Any] = {"name": name or prefix.name, "channels": list(meta.channels)}
-    deps: list[Any] = list(meta.specs)
-    if meta.pip:
-        deps.append({"pip": list(meta.pip)})
-    doc["dependencies"] = deps
-    return yaml.safe_dump(doc, sort_keys=False)
-
-
-def export_lock(layout: Layout, settings: Settings, name_or_prefix: str, out: Path) -> Path:
-    """A lock file (rattler's format, which pixi reads) with exact URLs and hashes."""
-    from hpcenv import engine
-
-    name, prefix = resolve(layout, name_or_prefix)
-    meta = EnvMeta.load(prefix)
-    channels = channel_urls(settings, meta.channels if meta else settings.channels)
-    engine.write_lock(engine.installed_packages(prefix), channels, out)
-    return out
+# --------------------------------------------------------------------------- environment files
 
 
 def read_environment_file(path: Path) -> dict[str, Any]:

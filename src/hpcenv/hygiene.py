@@ -66,43 +66,37 @@ def trash_dir(layout: Layout) -> Path:
 
 
 def registered_in_environments_txt(layout: Layout) -> list[Path]:
-    """The prefixes listed in conda's ~/.conda/environments.txt."""
-    try:
-        text = layout.environments_txt.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    return [Path(line.strip()) for line in text.splitlines() if line.strip()]
+    """The prefixes listed in conda's ~/.conda/environments.txt (read leniently)."""
+    from hpcenv.registry import read_environments_txt
+
+    return list(read_environments_txt(layout).prefixes)
 
 
 def all_known_prefixes(layout: Layout) -> dict[Path, str | None]:
-    """hpcenv's envs and registry (`envs.known_prefixes`) plus conda's environments.txt."""
-    from hpcenv.envs import known_prefixes
+    """Every env the user has (`registry.discover`): hpcenv's, conda's, mamba's."""
+    from hpcenv.registry import discover
 
-    found = dict(known_prefixes(layout))
-    for prefix in registered_in_environments_txt(layout):
-        found.setdefault(prefix, None)
-    return found
+    return discover(layout).prefixes()
 
 
 def is_env(prefix: Path) -> bool | None:
     """Whether `prefix` holds an environment (a conda-meta dir); None when it cannot be read."""
-    try:
-        st = os.stat(Path(prefix) / "conda-meta")
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError:  # EACCES, ELOOP, EIO: it may well be there
-        return None
-    return stat.S_ISDIR(st.st_mode)
+    from hpcenv.registry import is_env as registry_is_env
+
+    return registry_is_env(prefix)
 
 
 def dead_leftovers(layout: Layout) -> list[Path]:
-    """Temporary prefixes of creates whose process is gone (`envs.find_leftovers`, minus live)."""
-    from hpcenv.envs import find_leftovers
+    """Temporary prefixes of interrupted env operations whose process is gone."""
+    from hpcenv.envjournal import find_leftovers
 
     out = []
     for path in find_leftovers(layout):
         pid = path.name.rsplit("-", 1)[-1]
-        if not (pid.isdigit() and pid_alive(int(pid))):
+        restorable = "-tmp-old-" in path.name and not os.path.lexists(
+            path.with_name(path.name[1:].split(".hpcenv-tmp-", 1)[0])
+        )  # the old copy of a replaced env whose name is free: restored, never cleaned
+        if not (pid.isdigit() and pid_alive(int(pid))) and not restorable:
             out.append(path)
     return sorted(out)
 
@@ -347,10 +341,8 @@ def usage_report(layout: Layout, home_quota_setting: int | None = None) -> Usage
     # are not followed); caches and envs lie inside storage, so they get their own pass where
     # an inode shared between the package cache and envs is unique to none of them.
     outer = scan_many([layout.home, layout.root])
-    from hpcenv.envs import known_prefixes
-
     caches = cache_dirs(layout)
-    prefixes = known_prefixes(layout)
+    prefixes = all_known_prefixes(layout)
     inner_paths = [Path(os.path.realpath(p)) for p in [*caches.values(), *prefixes]]
     inner = scan_many(list(dict.fromkeys(inner_paths)))
     warnings = []
@@ -637,7 +629,7 @@ def _queued_scripts(environ: Mapping[str, str]) -> tuple[str, ...] | None:
 
 
 def _all_leftovers(layout: Layout) -> list[Path]:
-    from hpcenv.envs import find_leftovers
+    from hpcenv.envjournal import find_leftovers
 
     return find_leftovers(layout)
 
@@ -746,9 +738,13 @@ def _remove(layout: Layout, item: CleanItem, journal: Journal, environ: Mapping[
     elif item.kind == "trash":
         rmtree(path)
     elif item.kind == "leftover":
-        from hpcenv.envs import remove_leftovers
+        from hpcenv.envjournal import recover
 
-        remove_leftovers(layout)
+        for r in recover(layout):
+            if r.action == "failed" and r.path == item.path:
+                raise OSError(r.detail)
+        if os.path.lexists(path):
+            raise OSError(f"{path} is still there")
     elif item.kind == "pip-cache":
         if not _run_tool(_pip_command(), {"PIP_CACHE_DIR": str(path)}, environ):
             _empty_dir(layout, path)

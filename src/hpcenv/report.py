@@ -37,7 +37,12 @@ def jsonable(obj: Any) -> Any:
 
 def dumps(command: str, result: Any) -> str:
     payload = {"schema_version": SCHEMA_VERSION, "command": command, "result": jsonable(result)}
-    return json.dumps(payload, indent=2, sort_keys=False, ensure_ascii=False)
+    text = json.dumps(payload, indent=2, sort_keys=False, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a path that is not UTF-8: escaped, so the output stays UTF-8
+        text = json.dumps(payload, indent=2, sort_keys=False, ensure_ascii=True)
+    return text
 
 
 def human_bytes(n: int | None) -> str:
@@ -59,7 +64,13 @@ def console(stderr: bool = False):
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
 
 
-def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def print_table(
+    title: str | None,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    stderr: bool = False,
+) -> None:
     from rich.table import Table
 
     table = Table(title=title, show_edge=False, title_justify="left")
@@ -67,7 +78,7 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("-" if v is None else str(v) for v in row))
-    console().print(table)
+    console(stderr).print(table)
 
 
 def print_lines(lines: Sequence[str]) -> None:

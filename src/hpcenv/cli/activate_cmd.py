@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import typer
 
-from hpcenv.cli.app import app, settings
+from hpcenv.cli.app import NAME_OPTION, PREFIX_OPTION, app, env_arg, settings
 
 
 def _resolve(ctx: typer.Context, name: str):
@@ -25,7 +26,9 @@ def _resolve(ctx: typer.Context, name: str):
 @app.command()
 def activate(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Environment name or path."),
+    env: str = typer.Argument(None, help="Environment name or path."),
+    name: str = NAME_OPTION,
+    prefix: Path = PREFIX_OPTION,
     shell: str = typer.Option(None, "--shell", help="bash, zsh, fish or tcsh (default: $SHELL)."),
 ) -> None:
     """Print code that activates an environment in this shell; nothing else is touched.
@@ -42,11 +45,12 @@ def activate(
 
     shell = shell or default_shell()
     with eval_fails_on_error():
-        s, _, env_name, prefix = _resolve(ctx, name)
+        env, _ = env_arg(ctx, env, name, prefix)
+        s, _, env_name, where = _resolve(ctx, env)
         sys.stdout.write(
-            activation_script(prefix, name=env_name, shell=shell, no_user_site=s.no_user_site)
+            activation_script(where, name=env_name, shell=shell, no_user_site=s.no_user_site)
         )
-    hint_on_a_terminal(name, shell)
+    hint_on_a_terminal(env, shell)
 
 
 @app.command(hidden=True)
@@ -60,8 +64,10 @@ def deactivate(shell: str = typer.Option("tcsh", "--shell")) -> None:
 @app.command(context_settings={"allow_interspersed_args": False})
 def run(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Environment name or path."),
-    command: list[str] = typer.Argument(..., help="The command and its arguments (after --)."),
+    env: str = typer.Argument(None, help="Environment name or path."),
+    command: list[str] = typer.Argument(None, help="The command and its arguments (after --)."),
+    name: str = NAME_OPTION,
+    prefix: Path = PREFIX_OPTION,
 ) -> None:
     """Run a command inside an environment without activating it; its exit code is returned
     and signals reach it (hpcenv execs it).
@@ -70,8 +76,8 @@ def run(
     """
     from hpcenv.activate import run_in_env
 
-    s, layout, env_name, prefix = _resolve(ctx, name)
-    argv = list(command)
+    env, argv = env_arg(ctx, env, name, prefix, list(command or []))
+    s, layout, env_name, where = _resolve(ctx, env)
     if argv[:1] == ["--"]:
         argv = argv[1:]
-    run_in_env(prefix, env_name, argv, state_dir=layout.state_dir, no_user_site=s.no_user_site)
+    run_in_env(where, env_name, argv, state_dir=layout.state_dir, no_user_site=s.no_user_site)

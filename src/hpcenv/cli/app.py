@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,90 @@ def confirm(question: str, yes: bool) -> bool:
 
         raise UsageError(f"{question} needs confirmation", hint="re-run with --yes")
     return typer.confirm(question, default=False)
+
+
+NAME_OPTION = typer.Option(None, "-n", "--name", help="Environment name (as conda's -n).")
+PREFIX_OPTION = typer.Option(None, "-p", "--prefix", help="Environment path (as conda's -p).")
+LONG_PREFIX_OPTION = typer.Option(None, "--prefix", help="Environment path (as conda's -p).")
+
+
+def pick_env(
+    ctx: typer.Context,
+    args: list[str] | None,
+    name: str | None,
+    prefix: Path | None,
+    *,
+    specs_follow: bool = True,
+    use_active: bool = True,
+) -> tuple[str | None, list[str]]:
+    """The env a command acts on (a name or an absolute path) and the other arguments.
+
+    `-n NAME` / `-p PREFIX` name it, as in conda; otherwise the first argument does when it
+    names an env (or always, when no specs follow); otherwise, with `use_active`, the active
+    env ($CONDA_PREFIX), said on stderr. None when nothing names one."""
+    from hpcenv.errors import UsageError
+
+    args = list(args or [])
+    if name is not None and prefix is not None:
+        raise UsageError("give -n NAME or -p PREFIX, not both")
+    if name is not None:
+        return name, args
+    if prefix is not None:
+        return os.path.abspath(os.path.expanduser(str(prefix))), args
+    if args and (not specs_follow or _names_env(ctx, args[0])):
+        return args[0], args[1:]
+    active = os.environ.get("CONDA_PREFIX") if use_active else None
+    if active:
+        from hpcenv.registry import is_env
+
+        if is_env(Path(active)):
+            info(ctx, f"using the active environment {active} ($CONDA_PREFIX)")
+            return active, args
+    if args:
+        return args[0], args[1:]
+    return None, args
+
+
+def _names_env(ctx: typer.Context, word: str) -> bool:
+    from hpcenv.errors import HpcenvError
+    from hpcenv.registry import resolve
+    from hpcenv.storage import layout_from
+
+    try:
+        resolve(layout_from(settings(ctx)), word)
+    except HpcenvError:
+        return False
+    return True
+
+
+def env_arg(
+    ctx: typer.Context,
+    positional: str | None,
+    name: str | None,
+    prefix: Path | None,
+    rest: list[str] | None = None,
+) -> tuple[str, list[str]]:
+    """For commands whose first argument is the env (activate, run, jobscript, ...): -n/-p
+    take its place, and what was read as the env is then the first of `rest` (the command)."""
+    args = ([positional] if positional is not None else []) + list(rest or [])
+    env, others = pick_env(ctx, args, name, prefix, specs_follow=False, use_active=False)
+    env = require_env(env, ctx.command.name if ctx.command else "COMMAND")
+    if rest is None and others:
+        from hpcenv.errors import UsageError
+
+        raise UsageError(f"unexpected argument {others[0]!r}", hint="give one environment")
+    return env, others
+
+
+def require_env(env: str | None, command: str) -> str:
+    if env is None:
+        from hpcenv.errors import UsageError
+
+        raise UsageError(
+            "no environment given",
+            hint=f"hpcenv {command} NAME (or -n NAME, -p PREFIX, or activate one first)",
+        )
+    return env
 
 
 # Command modules register themselves on `app` when imported.

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import typer
 
-from hpcenv.cli.app import app, emit_json, info, settings
+from hpcenv.cli.app import (
+    LONG_PREFIX_OPTION,
+    NAME_OPTION,
+    PREFIX_OPTION,
+    app,
+    emit_json,
+    env_arg,
+    info,
+    settings,
+)
 
 
 def _request(
@@ -113,8 +122,10 @@ _OPTS = dict(
 @app.command()
 def jobscript(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Environment name or path."),
+    env: str = typer.Argument(None, help="Environment name or path."),
     command: list[str] = typer.Argument(None, help="The command (after --)."),
+    name: str = NAME_OPTION,
+    prefix: Path = LONG_PREFIX_OPTION,
     time: str = _OPTS["time"],
     mem: str = _OPTS["mem"],
     cpus: int = _OPTS["cpus"],
@@ -132,9 +143,10 @@ def jobscript(
 
     Example:  hpcenv jobscript myenv --time 02:00:00 --gpus 1 -- python train.py > job.sh
     """
+    env, command = env_arg(ctx, env, name, prefix, list(command or []))
     script = _request(
         ctx,
-        name,
+        env,
         command,
         time,
         mem,
@@ -154,8 +166,10 @@ def jobscript(
 @app.command()
 def submit(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Environment name or path."),
+    env: str = typer.Argument(None, help="Environment name or path."),
     command: list[str] = typer.Argument(None, help="The command (after --)."),
+    name: str = NAME_OPTION,
+    prefix: Path = LONG_PREFIX_OPTION,
     time: str = _OPTS["time"],
     mem: str = _OPTS["mem"],
     cpus: int = _OPTS["cpus"],
@@ -177,9 +191,10 @@ def submit(
     """
     from hpcenv import jobs
 
+    env, command = env_arg(ctx, env, name, prefix, list(command or []))
     script = _request(
         ctx,
-        name,
+        env,
         command,
         time,
         mem,
@@ -207,7 +222,9 @@ def submit(
 @app.command("pack")
 def pack_(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Environment name or path."),
+    env: str = typer.Argument(None, help="Environment name or path."),
+    name: str = NAME_OPTION,
+    prefix: Path = PREFIX_OPTION,
     out: Path = typer.Option(None, "-o", "--output", help="Also write the archive here."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
@@ -220,9 +237,10 @@ def pack_(
     from hpcenv.storage import layout_from
 
     layout = layout_from(settings(ctx))
-    env_name, prefix = envs.resolve(layout, name)
-    check_trusted(prefix)
-    result = jobs.pack(prefix, env_name or prefix.name, layout.packs_dir, out)
+    env, _ = env_arg(ctx, env, name, prefix)
+    env_name, where = envs.resolve(layout, env)
+    check_trusted(where)
+    result = jobs.pack(where, env_name or where.name, layout.packs_dir, out)
     if json_out:
         emit_json("pack", result)
     else:
@@ -233,7 +251,9 @@ def pack_(
 @app.command("stage")
 def stage_(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Environment name or path."),
+    env: str = typer.Argument(None, help="Environment name or path."),
+    name: str = NAME_OPTION,
+    prefix: Path = PREFIX_OPTION,
     to: Path = typer.Option(
         None, "--to", help="Where (default: the site's stage_dir, else $TMPDIR or /tmp)."
     ),
@@ -250,11 +270,12 @@ def stage_(
 
     s = settings(ctx)
     layout = layout_from(s)
-    env_name, prefix = envs.resolve(layout, name)
-    check_trusted(prefix)  # its python runs conda-unpack on every node
-    label = env_name or prefix.name
+    env, _ = env_arg(ctx, env, name, prefix)
+    env_name, where = envs.resolve(layout, env)
+    check_trusted(where)  # its python runs conda-unpack on every node
+    label = env_name or where.name
     job = os.environ.get("SLURM_JOB_ID", str(os.getpid()))
     target = Path(os.path.abspath(to or jobs.default_stage_target(s.stage_dir, label, job)))
     activate_sh = static_script(target, name=label, no_user_site=s.no_user_site)
-    result = jobs.pack(prefix, label, layout.packs_dir)
+    result = jobs.pack(where, label, layout.packs_dir)
     print(jobs.stage(Path(result.path), target, activate_sh))

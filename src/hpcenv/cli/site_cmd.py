@@ -6,13 +6,15 @@ from pathlib import Path
 
 import typer
 
-from hpcenv.cli.app import app, emit_json, info, settings
+from hpcenv.cli.app import NAME_OPTION, PREFIX_OPTION, app, emit_json, env_arg, info, settings
 
 
 @app.command()
 def share(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Environment name or path."),
+    env: str = typer.Argument(None, help="Environment name or path."),
+    name: str = NAME_OPTION,
+    prefix: Path = PREFIX_OPTION,
     group: str = typer.Option(..., "--group", "-g", help="Unix group to share with."),
     group_writable: bool = typer.Option(
         False, "--group-writable", help="Let the group change it too."
@@ -28,10 +30,11 @@ def share(
     from hpcenv.storage import layout_from
 
     s = settings(ctx)
-    env_name, prefix = envs.resolve(layout_from(s), name)
+    env, _ = env_arg(ctx, env, name, prefix)
+    env_name, where = envs.resolve(layout_from(s), env)
     report = site.share(
-        prefix,
-        env_name or prefix.name,
+        where,
+        env_name or where.name,
         group,
         group_writable=group_writable,
         shared_root=s.shared_root,
@@ -50,7 +53,9 @@ def share(
 @app.command()
 def modulefile(
     ctx: typer.Context,
-    name: str = typer.Argument(None, help="Environment name or path (omit with --self)."),
+    env: str = typer.Argument(None, help="Environment name or path (omit with --self)."),
+    name: str = NAME_OPTION,
+    prefix: Path = PREFIX_OPTION,
     to: Path = typer.Option(None, "--to", help="Write DIR/NAME.lua instead of printing it."),
     self_: bool = typer.Option(False, "--self", help="A modulefile for hpcenv itself (admins)."),
 ) -> None:
@@ -77,12 +82,13 @@ def modulefile(
             site_config=s.site_config if s.site_config and s.site_config.exists() else None,
         )
         module = __version__
-    elif name is None:
+    elif env is None and name is None and prefix is None:
         raise UsageError("give an environment NAME, or --self", hint="hpcenv modulefile myenv")
     else:
-        env_name, prefix = envs.resolve(layout_from(s), name)
-        module = env_name or prefix.name
-        text = env_modulefile(prefix, name=module, no_user_site=s.no_user_site)
+        env, _ = env_arg(ctx, env, name, prefix)
+        env_name, where = envs.resolve(layout_from(s), env)
+        module = env_name or where.name
+        text = env_modulefile(where, name=module, no_user_site=s.no_user_site)
     if to is None:
         sys.stdout.write(text)
         return
