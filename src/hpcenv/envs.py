@@ -662,11 +662,9 @@ def _read_pending(prefix: Path) -> dict[str, Any] | None:
 
 def _spec_name(spec: str) -> str:
     """The package name of a match spec ('numpy >=1.2', 'conda-forge::numpy=1', 'numpy[...]')."""
-    text = spec.strip().split("::")[-1]
-    for i, ch in enumerate(text):
-        if ch in " =<>!~[":
-            return text[:i].lower()
-    return text.lower()
+    from hpcenv import engine
+
+    return engine.spec_name(spec)
 
 
 def delete(layout: Layout, settings: Settings, name_or_prefix: str, on_wait=None) -> ChangeReport:
@@ -801,36 +799,3 @@ def export_lock(layout: Layout, settings: Settings, name_or_prefix: str, out: Pa
     channels = channel_urls(settings, meta.channels if meta else settings.channels)
     engine.write_lock(engine.installed_packages(prefix), channels, out)
     return out
-
-
-def read_environment_file(path: Path) -> dict[str, Any]:
-    """Parse an environment.yml into name, channels, specs and pip requirements."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"no such file: {path}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path} is not an environment file (expected a mapping)")
-    specs: list[str] = []
-    pip: list[str] = []
-    for dep in data.get("dependencies") or []:
-        if isinstance(dep, str):
-            specs.append(dep)
-        elif isinstance(dep, dict) and set(dep) == {"pip"} and isinstance(dep["pip"], list):
-            pip.extend(str(x) for x in dep["pip"])
-        else:
-            raise UsageError(f"{path}: unsupported dependency entry {dep!r}")
-    channels = [str(c) for c in data.get("channels") or []]
-    return {"name": data.get("name"), "channels": channels, "specs": specs, "pip": pip}
-
-
-def is_lockfile(path: Path) -> bool:
-    try:
-        head = path.read_text(encoding="utf-8", errors="replace")[:400]
-    except OSError:
-        return False
-    return "version:" in head and ("environments:" in head or "packages:" in head)

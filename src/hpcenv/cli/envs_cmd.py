@@ -65,10 +65,12 @@ def create(
         req.specs.insert(0, name)  # with -p, every positional argument is a spec
         req.name = None
     if file is not None:
-        if envs.is_lockfile(file):
+        from hpcenv import envfile
+
+        if envfile.is_lockfile(file):
             req.lockfile = file
         else:
-            doc = envs.read_environment_file(file)
+            doc = envfile.read_environment_file(file)
             req.name = req.name or (doc["name"] if prefix is None else None)
             req.specs += doc["specs"]
             req.channels = req.channels or doc["channels"]
