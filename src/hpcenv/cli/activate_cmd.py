@@ -40,7 +40,10 @@ def activate(
     s, env_name, prefix = _resolve(ctx, name)
     sys.stdout.write(
         activation_script(
-            prefix, name=env_name, shell=shell or default_shell(), no_user_site=s.no_user_site
+            prefix,
+            name=env_name,
+            shell=default_shell() if shell is None else shell,
+            no_user_site=s.no_user_site,
         )
     )
 

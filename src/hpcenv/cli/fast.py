@@ -36,7 +36,7 @@ def activate(args: list[str]) -> int | None:
         activation_script(
             prefix,
             name=env_name or str(prefix),
-            shell=shell or default_shell(),
+            shell=default_shell() if shell is None else shell,
             no_user_site=settings.no_user_site,
         )
     )
