@@ -121,12 +121,12 @@ class StorageLock:
                     raise
                 holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
                 os.close(fd)
-                self._wait(deadline, holder, None)
+                self._wait(deadline, holder, in_dir=False)
                 continue
             owner = _read_owner(self.dir_path)
             if owner is not None and not _stale(owner):  # a node without flock holds it
                 os.close(fd)
-                self._wait(deadline, _holder(owner), owner)
+                self._wait(deadline, _holder(owner), in_dir=True)
                 continue
             break
         os.ftruncate(fd, 0)
@@ -142,7 +142,11 @@ class StorageLock:
             staged = lock_dir.with_name(f"{lock_dir.name}.new-{os.getpid()}")
             shutil.rmtree(staged, ignore_errors=True)
             os.mkdir(staged, 0o700)
-            _write_owner(staged, mine)
+            try:
+                _write_owner(staged, mine)
+            except BaseException:
+                shutil.rmtree(staged, ignore_errors=True)
+                raise
             try:
                 os.rename(staged, lock_dir)  # atomic; fails while a (non-empty) lock dir exists
             except OSError as exc:
@@ -160,22 +164,22 @@ class StorageLock:
             elif _stale(owner):
                 _take_over(lock_dir, owner)
                 continue
-            self._wait(deadline, _holder(owner) if owner else "?", owner)
+            self._wait(deadline, _holder(owner) if owner else "?", in_dir=True)
 
-    def _wait(self, deadline: float, holder: str, owner: dict[str, Any] | None) -> None:
+    def _wait(self, deadline: float, holder: str, *, in_dir: bool) -> None:
         if not self.waited and self.on_wait is not None:
             self.on_wait(holder)
         self.waited = True
         if time.monotonic() >= deadline:
             hint = "wait for it to finish, then re-run"
-            if owner is not None:
+            if in_dir:
                 hint += (
                     f"; if that process is gone (its node crashed), remove the lock with "
                     f"`rm -r {self.dir_path}`"
                 )
             raise LockedError(
                 f"another hpcenv (pid {holder}) is working on this storage area and "
-                f"did not finish within {self.timeout:.0f} s",
+                f"did not finish within {self.timeout:g} s",
                 hint=hint,
             )
         time.sleep(0.05)
