@@ -13,12 +13,14 @@ A small synchronous API over rattler's async calls. One `cache_dir` (the caller 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
+import re
 import stat
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,30 @@ from rattler import exceptions as rx
 from hpcenv.errors import OperationError, UsageError
 
 MIRROR_HINT = 'set a mirror: `mirrors = { conda-forge = "https://mirror/conda-forge" }` in ~/.config/hpcenv/config.toml'
+
+# Every exception rattler raises (its own classes, and a Rust panic surfaced by PyO3, which
+# derives from BaseException): no call into rattler lets one escape this module.
+_RATTLER_ERRORS: tuple[type[BaseException], ...] = tuple(
+    cls
+    for cls in vars(rx).values()
+    if isinstance(cls, type) and issubclass(cls, Exception) and cls.__module__ == "exceptions"
+)
+MAX_LOCK_BYTES = 64 * 1024 * 1024
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _is_rattler_error(exc: BaseException) -> bool:
+    return isinstance(exc, _RATTLER_ERRORS) or type(exc).__name__ == "PanicException"
+
+
+def _as_os_error(exc: BaseException, path: Path | str | None) -> OSError | None:
+    """rattler's "... (os error 13)" as the OSError it was, so the CLI names the errno's cause
+    and fix; None when the message holds no OS error."""
+    found = _OS_ERROR.findall(str(exc))
+    if not found:
+        return None
+    code = int(found[-1])
+    return OSError(code, os.strerror(code), str(path) if path is not None else None)
 
 
 @dataclass(frozen=True)
@@ -134,23 +160,35 @@ def _info(record, extracted_dir=None, requested=(), record_path=None) -> Package
 
 def index_channel(channel_dir: Path) -> None:
     """Write repodata for a local channel directory (linux-64/, noarch/)."""
-    _run(rattler.index.index_fs(Path(channel_dir)))
+    try:
+        _run(rattler.index.index_fs(Path(channel_dir)))
+    except BaseException as exc:
+        if not _is_rattler_error(exc):
+            raise
+        raise _as_os_error(exc, channel_dir) or OperationError(
+            f"indexing the channel {channel_dir} failed: {_first_line(exc)}"
+        ) from None
 
 
 def virtual_packages(cuda: str | None = None) -> list:
     """This host's virtual packages, with `__cuda` exactly as the caller says."""
-    packages = [
-        vp.into_generic()
-        for vp in rattler.VirtualPackage.detect()
-        if not str(vp).startswith("__cuda")
-    ]
-    packages = [p for p in packages if p.name.normalized != "__cuda"]
-    if cuda:
-        packages.append(
-            rattler.GenericVirtualPackage(
-                rattler.PackageName("__cuda"), rattler.Version(cuda), rattler.BuildString("0")
+    try:
+        packages = [
+            vp.into_generic()
+            for vp in rattler.VirtualPackage.detect()
+            if not str(vp).startswith("__cuda")
+        ]
+        packages = [p for p in packages if p.name.normalized != "__cuda"]
+        if cuda:
+            packages.append(
+                rattler.GenericVirtualPackage(
+                    rattler.PackageName("__cuda"), rattler.Version(cuda), rattler.BuildString("0")
+                )
             )
-        )
+    except BaseException as exc:
+        if not _is_rattler_error(exc):
+            raise
+        raise UsageError(f"cannot describe this host to the solver: {_first_line(exc)}") from None
     return packages
 
 
@@ -172,13 +210,6 @@ def _check_specs(specs: Iterable[str]) -> None:
 def check_specs(specs: Iterable[str]) -> None:
     """Raise UsageError (exit 2) for a spec rattler cannot read."""
     _check_specs(specs)
-
-
-def spec_name(spec: str) -> str:
-    """The package name of a match spec, as rattler reads it."""
-    _check_specs([spec])
-    name = rattler.MatchSpec(spec, strict=True).name
-    return name.normalized if name is not None else spec
 
 
 def spec_matches(spec: str, package: PackageInfo) -> bool:
@@ -204,6 +235,50 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else exc.__class__.__name__
 
 
+def _first_and_cause(exc: BaseException) -> str:
+    """rattler's first line and, when it has a chain of causes, the last (the root cause)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) < 2:
+        return _first_line(exc)
+    return f"{lines[0]}: {lines[-1].removeprefix('Caused by:').strip()}"
+
+
+def _lenient(spec: str):
+    try:
+        return rattler.MatchSpec(spec, strict=False)
+    except BaseException as exc:
+        if not _is_rattler_error(exc):
+            raise
+        raise UsageError(
+            f"invalid package spec {spec!r}: {_first_line(exc)}",
+            hint="use forms like `numpy`, `numpy>=1.26`, `pytorch * cuda*`",
+        ) from None
+
+
+def spec_name(spec: str) -> str:
+    """The (normalized) package name of a match spec, as conda reads it: `numpy >=1.2`,
+    `conda-forge::numpy=1`, `pytorch[version=">=2"]`, `demo-tool=1.0=0` -> its name."""
+    match = _lenient(spec.strip())
+    if match.name is None:
+        raise UsageError(f"invalid package spec {spec!r}: it names no package")
+    return match.name.normalized
+
+
+_CONDA_EXPORT = re.compile(
+    r"^[^\s=<>!~\[\]:]+(?:::[^\s=<>!~\[\]:]+)?=[^\s=<>!~,|\[\]]+=[^\s=\[\]]+$"
+)
+
+
+def conda_spec(spec: str) -> str:
+    """A spec conda writes that rattler's strict parser refuses, in rattler's words: the
+    `name=version=build` lines of `conda env export` mean exactly that version and build
+    (`demo-tool=1.0=0` -> `demo-tool ==1.0 0`). Any other spec is returned unchanged."""
+    text = spec.strip()
+    if not _CONDA_EXPORT.match(text):
+        return spec
+    return str(_lenient(text))
+
+
 def solve(
     channels: Sequence[str],
     specs: Sequence[str],
@@ -215,9 +290,17 @@ def solve(
 ) -> Solution:
     """Solve `specs` against `channels` (URLs). Keeps installed versions where possible."""
     _check_specs(specs)
-    sources = [rattler.Channel(url) for url in channels]
-    gateway = rattler.Gateway(cache_dir=repodata_cache_dir(cache_dir))
     try:
+        sources = [rattler.Channel(url) for url in channels]
+    except BaseException as exc:
+        if not _is_rattler_error(exc):
+            raise
+        raise UsageError(
+            f"invalid channel in {', '.join(channels)}: {_first_line(exc)}",
+            hint="give a channel name (conda-forge), a URL or a local directory",
+        ) from None
+    try:
+        gateway = rattler.Gateway(cache_dir=repodata_cache_dir(cache_dir))
         records = _run(
             rattler.solve(
                 sources=sources,
@@ -236,6 +319,12 @@ def solve(
     except (rx.FetchRepoDataError, rx.GatewayError, rx.InvalidChannelError, rx.IoError) as exc:
         raise OperationError(
             f"cannot read channel(s) {', '.join(channels)}: {_first_line(exc)}", hint=MIRROR_HINT
+        ) from None
+    except BaseException as exc:
+        if not _is_rattler_error(exc):
+            raise
+        raise OperationError(
+            f"solving for {', '.join(channels)} failed: {_first_line(exc)}"
         ) from None
     return Solution(tuple(_info(r) for r in records))
 
@@ -274,25 +363,24 @@ def install(
     linking = [p for p in packages if p.key not in have or p.name in reinstall]
     warnings = set_aside_damaged(cache_dir, linking)
     try:
-        _run(
-            rattler.install(
-                [p.record for p in packages],
-                target_prefix=prefix,
-                cache_dir=package_cache_dir(cache_dir),
-                installed_packages=[p.record for p in installed] if installed is not None else None,
-                reinstall_packages=reinstall or None,
-                show_progress=show_progress,
-                alternative_target_prefix=final_prefix,
-                execute_link_scripts=False,
+        with _cache_lock_where_flock_works(package_cache_dir(cache_dir)):
+            _run(
+                rattler.install(
+                    [p.record for p in packages],
+                    target_prefix=prefix,
+                    cache_dir=package_cache_dir(cache_dir),
+                    installed_packages=[p.record for p in installed]
+                    if installed is not None
+                    else None,
+                    reinstall_packages=reinstall or None,
+                    show_progress=show_progress,
+                    alternative_target_prefix=final_prefix,
+                    execute_link_scripts=False,
+                )
             )
-        )
-    except (
-        rx.InstallerError,
-        rx.LinkError,
-        rx.TransactionError,
-        rx.IoError,
-        rx.ExtractError,
-    ) as exc:
+    except BaseException as exc:
+        if not _is_rattler_error(exc):
+            raise
         text = str(exc)
         if any(
             s in text
@@ -300,7 +388,7 @@ def install(
         ):
             raise OSError(errno.ENOSPC, "no space left while installing packages") from None
         raise OperationError(
-            f"installing packages into {prefix} failed: {_first_line(exc)}",
+            f"installing packages into {prefix} failed: {_first_and_cause(exc)}",
             hint="if a package file is damaged, `hpcenv doctor` checks the package cache",
         ) from None
     return warnings
@@ -414,6 +502,72 @@ def _package_relative_paths(record) -> bool:
     return any(str(e.relative_path) not in files for e in entries)
 
 
+_NO_FLOCK = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
+
+
+@contextlib.contextmanager
+def _cache_lock_where_flock_works(pkgs_dir: Path) -> Iterator[None]:
+    """rattler takes an `flock` on `pkgs/.cache.lock` for every install and fails without one.
+    On a filesystem with no flock (NFS without lockd, Lustre mounted noflock), that lock file
+    is pointed, for this install, at a file on this node in our private runtime directory,
+    where flock works. Across nodes hpcenv's own storage lock (a lock directory there) keeps
+    installs one at a time; the link is removed afterwards, so nodes that can lock use the
+    real file again."""
+    lock_file = Path(pkgs_dir) / ".cache.lock"
+    if os.path.islink(lock_file):  # left by an install that was killed
+        os.unlink(lock_file)
+    if not _flock_unsupported(lock_file):
+        yield
+        return
+    import hashlib
+
+    local = _runtime_dir() / (
+        "rattler-cache-" + hashlib.sha256(str(lock_file).encode()).hexdigest()[:16] + ".lock"
+    )
+    link = lock_file.with_name(f".cache.lock.hpcenv-{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(link)
+    os.symlink(local, link)
+    os.replace(link, lock_file)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.islink(lock_file):
+                os.unlink(lock_file)
+
+
+def _flock_unsupported(lock_file: Path) -> bool:
+    import fcntl
+
+    try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return False  # rattler will say what is wrong with the cache
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except OSError as exc:
+        return exc.errno in _NO_FLOCK
+    finally:
+        os.close(fd)
+    return False
+
+
+def _runtime_dir() -> Path:
+    """A directory on this node only we can use: $XDG_RUNTIME_DIR/hpcenv, else hpcenv-UID in
+    the temporary directory (refused if someone else made it)."""
+    from hpcenv.storage import ensure_private_dir
+
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isdir(base):
+        return ensure_private_dir(Path(base) / "hpcenv")
+    import tempfile
+
+    return ensure_private_dir(Path(tempfile.gettempdir()) / f"hpcenv-{os.geteuid()}")
+
+
 def installed_packages(prefix: Path) -> tuple[PackageInfo, ...]:
     """The packages recorded in `prefix/conda-meta/*.json` (damaged records left out: use
     `read_prefix` where they must be reported)."""
@@ -439,26 +593,52 @@ def write_lock(
     target_platform: str | None = None,
 ) -> None:
     """A lock file (rattler's format, which pixi reads): exact URLs and hashes."""
-    plat = rattler.LockPlatform(target_platform or platform())
-    lock = rattler.LockFile([plat])
-    for p in packages:
-        lock.add_conda_package("default", plat, p.record)
-    lock.set_channels("default", [rattler.LockChannel(c) for c in channels])
-    lock.to_path(path)
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UsageError(
+            f"cannot write {path}: {path.parent} is not a directory",
+            hint="give -o a file in an existing directory",
+        )
+    try:
+        plat = rattler.LockPlatform(target_platform or platform())
+        lock = rattler.LockFile([plat])
+        for p in packages:
+            lock.add_conda_package("default", plat, p.record)
+        lock.set_channels("default", [rattler.LockChannel(c) for c in channels])
+        lock.to_path(path)
+    except BaseException as exc:
+        if not _is_rattler_error(exc):
+            raise
+        raise _as_os_error(exc, path) or OperationError(
+            f"writing the lock file {path} failed: {_first_line(exc)}"
+        ) from None
 
 
 def read_lock(path: Path, target_platform: str | None = None) -> list[PackageInfo]:
     """The exact packages of a lock file's default environment for this platform."""
+    name = target_platform or platform()
+    try:
+        size = os.stat(path).st_size
+    except OSError as exc:
+        raise UsageError(f"cannot read the lock file {path}: {exc.strerror}") from None
+    if size > MAX_LOCK_BYTES:
+        raise UsageError(
+            f"{path} is larger than {MAX_LOCK_BYTES // 2**20} MiB: too large for a lock file"
+        )
     try:
         lock = rattler.LockFile.from_path(path)
-    except Exception as exc:
+        env = lock.default_environment()
+        plat = next((p for p in lock.platforms() if p.name == name), None)
+        records = (
+            env.conda_repodata_records_for_platform(plat) if env is not None and plat else None
+        )
+    except BaseException as exc:
+        if not _is_rattler_error(exc):
+            raise
         raise UsageError(f"{path} is not a readable lock file: {_first_line(exc)}") from None
-    env = lock.default_environment()
-    name = target_platform or platform()
-    plat = next((p for p in lock.platforms() if p.name == name), None)
     if env is None or plat is None:
         raise UsageError(f"{path} has no packages for {name}", hint="re-lock on this platform")
-    return [_info(r) for r in env.conda_repodata_records_for_platform(plat) or []]
+    return [_info(r) for r in records or []]
 
 
 def lock_channels(path: Path) -> list[str]:

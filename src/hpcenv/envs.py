@@ -549,6 +549,29 @@ class UpdatePlan:
     normalize: bool = False
 
 
+def require_writable(prefix: Path, dirs: Sequence[Path]) -> None:
+    """Refuse (exit 2, before any step) to change an env whose directories we cannot write:
+    another user's env, or one on a read-only mount."""
+    import pwd
+
+    for d in dirs:
+        if os.access(d, os.W_OK | os.X_OK):
+            continue
+        try:
+            owner = pwd.getpwuid(os.stat(d).st_uid).pw_name
+        except (KeyError, OSError):
+            owner = "someone else"
+        mine = owner == pwd.getpwuid(os.geteuid()).pw_name
+        raise RefusedError(
+            f"cannot change environment {prefix}: {d} is not writable by you"
+            + ("" if mine else f" (it belongs to {owner})"),
+            hint="hpcenv does not change files of others: ask the owner to share it "
+            "(`hpcenv share`), or work on an environment of your own"
+            if not mine
+            else f"make it writable (`chmod u+w {d}`) or check the mount",
+        )
+
+
 def plan_update(
     layout: Layout,
     settings: Settings,
@@ -569,6 +592,7 @@ def plan_update(
     from hpcenv.site import check_trusted
 
     check_trusted(prefix)
+    require_writable(prefix, [prefix, prefix / "conda-meta"])
     engine.check_specs([*add, *drop])
     state = engine.read_prefix(prefix)
     add_names = {engine.spec_name(s) for s in add}
@@ -771,6 +795,7 @@ def delete(layout: Layout, settings: Settings, name_or_prefix: str, on_wait=None
                     f"{prefix} is a link to {target}, which belongs to another user",
                     hint=f"remove only the link with `rm {prefix}`",
                 )
+        require_writable(prefix, [prefix.parent])
         spellings = [prefix, Path(os.path.realpath(prefix))]
         if any(needs_environments_txt_write(layout, p, False) for p in spellings):
             check_environments_txt(layout)  # it must be unregistered: refuse before deleting
@@ -783,39 +808,3 @@ def delete(layout: Layout, settings: Settings, name_or_prefix: str, on_wait=None
 
 
 __all__ += ["journal_key"]
-
-
-# --------------------------------------------------------------------------- environment files
-
-
-def read_environment_file(path: Path) -> dict[str, Any]:
-    """Parse an environment.yml into name, channels, specs and pip requirements."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"no such file: {path}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path} is not an environment file (expected a mapping)")
-    specs: list[str] = []
-    pip: list[str] = []
-    for dep in data.get("dependencies") or []:
-        if isinstance(dep, str):
-            specs.append(dep)
-        elif isinstance(dep, dict) and set(dep) == {"pip"} and isinstance(dep["pip"], list):
-            pip.extend(str(x) for x in dep["pip"])
-        else:
-            raise UsageError(f"{path}: unsupported dependency entry {dep!r}")
-    channels = [str(c) for c in data.get("channels") or []]
-    return {"name": data.get("name"), "channels": channels, "specs": specs, "pip": pip}
-
-
-def is_lockfile(path: Path) -> bool:
-    try:
-        head = path.read_text(encoding="utf-8", errors="replace")[:400]
-    except OSError:
-        return False
-    return "version:" in head and ("environments:" in head or "packages:" in head)

@@ -271,9 +271,11 @@ def _split_channel(spec: str) -> tuple[str, str]:
     return (channel + sep, body)
 
 
-def _spec_name(spec: str) -> str | None:
-    match = _NAME.match(_split_channel(spec)[1])
-    return match["name"].lower() if match else None
+def _spec_names(specs: Sequence[str]) -> list[str]:
+    """The package names of `specs`, as rattler reads them (through the engine)."""
+    from hpcenv import engine
+
+    return [engine.spec_name(s) for s in specs]
 
 
 def _cannot_read(spec: str, name: str) -> UsageError:
@@ -559,7 +561,9 @@ def old_recipe(
     """
     prefixed = [_channel_name(_split_channel(s)[0][:-2]) for s in specs if "::" in s]
     old_channels = {_channel_name(c) for c in channels} | set(prefixed)
-    spec_names = [_spec_name(s) for s in specs]
+    if not any(f in s.lower() for s in specs for f in _PYTORCH_FAMILY):
+        return None  # no spec can name the family: skip parsing them (the engine's import)
+    spec_names = _spec_names(specs)
     uses_family = any(n in _PYTORCH_FAMILY for n in spec_names)
     if not uses_family or not (old_channels & _OLD_CHANNELS or "pytorch-cuda" in spec_names):
         return None

@@ -14,6 +14,7 @@ environment variable `HPCENV_A_B`.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -164,6 +165,8 @@ def _convert(key: str, value: Any, where: str) -> Any:
             hint=f"fix '{key}' in that file",
         )
 
+    if _has_nul(value):
+        raise bad("text without NUL characters")
     if kind == "path":
         if not isinstance(value, str) or not value:
             raise bad("a path string")
@@ -182,6 +185,8 @@ def _convert(key: str, value: Any, where: str) -> Any:
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number")
+        if not math.isfinite(value) or value < 0:
+            raise bad("a finite number of at least 0")
         return float(value)
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -194,12 +199,27 @@ def _convert(key: str, value: Any, where: str) -> Any:
     if isinstance(kind, tuple) and kind[0] == "list":
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise bad("a list of strings")
+        if key == "channels" and not value:
+            raise ConfigError(
+                f"{where}: no channel configured: 'channels' is empty",
+                hint='name at least one, e.g. channels = ["conda-forge"], or remove the key',
+            )
         return tuple(value)
     if isinstance(kind, tuple) and kind[0] == "map":
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise bad("a table of strings")
         return dict(value)
     raise AssertionError(kind)
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -160,10 +160,50 @@ def check_storage(layout: Layout, *, allow_home: bool = False) -> None:
         raise UsageError(f"storage area {root} is not a directory", hint=fix)
     if not os.access(root, os.W_OK | os.X_OK):
         raise UsageError(f"storage area {root} is not writable by you", hint=fix)
+    check_not_shared(layout)
     if not allow_home and is_within(root, layout.home):
         same = os.path.realpath(root) == os.path.realpath(layout.home)
         where = "is your home directory" if same else "is inside your home directory"
         raise UsageError(f"storage area {root} {where}; home has a small quota", hint=fix)
+
+
+def check_not_shared(layout: Layout) -> None:
+    """Refuse (exit 2) a storage root that is another user's shared area: one whose hpcenv
+    state belongs to someone else, or that someone else owns and others may write to (a
+    group's project directory). Each user's `.cache`, `.conda` and `.hpcenv` need a directory
+    of their own; in a shared one the second user would meet the first one's files."""
+    root, state = layout.root, layout.state_dir
+    me = os.geteuid()
+    own_dir = f"mkdir {root}/$USER and pass --storage {root}/$USER"
+    try:
+        st_state = os.lstat(state)
+    except FileNotFoundError:
+        st_state = None
+    except OSError:  # cannot even look: not ours
+        st_state = os.lstat(root)
+    if st_state is not None and st_state.st_uid != me:
+        raise RefusedError(
+            f"storage area {root} is shared: its hpcenv state {state} belongs to "
+            f"{_user_name(st_state.st_uid)}",
+            hint=f"use a storage directory of your own: {own_dir}",
+        )
+    st = os.stat(root)
+    if st.st_uid != me and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise RefusedError(
+            f"storage area {root} belongs to {_user_name(st.st_uid)} and others can write to "
+            f"it (mode {stat.S_IMODE(st.st_mode):o}): a shared area, not a storage directory "
+            "of yours",
+            hint=f"use a directory of your own inside it: {own_dir}",
+        )
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -181,7 +221,7 @@ def ensure_private_dir(path: Path) -> Path:
         )
     if st.st_uid != os.geteuid():
         raise RefusedError(
-            f"{path} belongs to another user (uid {st.st_uid}); hpcenv will not use it",
+            f"{path} belongs to another user ({_user_name(st.st_uid)}); hpcenv will not use it",
             hint="pass --storage with your own storage directory",
         )
     if stat.S_IMODE(st.st_mode) != 0o700:

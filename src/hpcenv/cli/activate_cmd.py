@@ -43,7 +43,7 @@ def activate(
     from hpcenv.cli.app_shell import default_shell
     from hpcenv.cli.fast import eval_fails_on_error, hint_on_a_terminal
 
-    shell = shell or default_shell()
+    shell = default_shell() if shell is None else shell
     with eval_fails_on_error():
         env, _ = env_arg(ctx, env, name, prefix)
         s, _, env_name, where = _resolve(ctx, env)

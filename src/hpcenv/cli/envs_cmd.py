@@ -96,12 +96,14 @@ def create(
     if prefix is not None:
         req.name = None
     if file is not None:
-        if envs.is_lockfile(file):
+        from hpcenv import envfile
+
+        if envfile.is_lockfile(file):
             req.lockfile = file
         else:
             from hpcenv.envinfo import file_cuda_choice
 
-            doc = envs.read_environment_file(file)
+            doc = envfile.read_environment_file(file)
             req.name = req.name or (doc["name"] if prefix is None else None)
             req.specs += doc["specs"]
             req.channels = req.channels or doc["channels"]

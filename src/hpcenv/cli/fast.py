@@ -32,7 +32,7 @@ def activate(args: list[str]) -> int | None:
     from hpcenv.site import check_trusted
     from hpcenv.storage import layout_from
 
-    shell = shell or default_shell()
+    shell = default_shell() if shell is None else shell
     with eval_fails_on_error():
         settings = load_settings()
         env_name, prefix = resolve(layout_from(settings), name)
