@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from tests.conftest import IS_ROOT, need
 from tests.fs import cli_env, hpcenv
+from tests.realpkgs import wheel_for_test
 
 # Solves a 3x3 system and checks it; prints the interpreter's prefix and where libpython was
 # loaded from (an --enable-shared python finds it through RUNPATH: the env's own, not the
@@ -182,3 +184,42 @@ def test_jobscript_of_real_env_runs_its_python_in_bash(sci, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(sci["prefix"])
+
+
+# --------------------------------------------------------------------------- the pip section
+
+
+def world_writable(root: Path) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & stat.S_IWOTH:
+                found.append(os.path.join(dirpath, name))
+    return found
+
+
+@pytest.mark.parametrize("python", ["real", "venv-style"])
+def test_pip_section_leaves_no_world_writable_file_and_the_env_usable(python, request, tmp_path):
+    """uv locks a venv-style prefix with a 0666 PREFIX/.lock (the demo python has a
+    pyvenv.cfg; the real one does not, and uv locks it in /tmp instead)."""
+    channel = request.getfixturevalue("real_channel" if python == "real" else "demo_channel")
+    six = wheel_for_test(request, "six", "1.16.0")
+    home, storage = tmp_path / "home", tmp_path / "storage"
+    home.mkdir()
+    storage.mkdir()
+    env = cli_env(home, storage)
+    assert hpcenv("setup", "--yes", env=env).returncode == 0
+    yml = tmp_path / "environment.yml"
+    yml.write_text(
+        f"name: pipenv\nchannels:\n  - {channel.url}\ndependencies:\n  - python\n  - pip:\n"
+        f"    - --no-index\n    - --find-links {six.parent}\n    - six==1.16.0\n"
+    )
+    r = hpcenv("create", "-f", str(yml), env=env)
+    assert r.returncode == 0, r.stderr
+    prefix = storage / ".conda" / "envs" / "pipenv"
+    assert world_writable(prefix) == []
+    r = hpcenv("run", "pipenv", "--", "python", "-c", "import six; print(six.__version__)", env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "1.16.0", r.stderr
+    assert hpcenv("activate", "pipenv", env=env).returncode == 0
+    assert hpcenv("jobscript", "pipenv", "--", "python", env=env).returncode == 0
