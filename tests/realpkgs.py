@@ -117,23 +117,17 @@ def fetch_wheel(name: str, version: str, cache: Path) -> Path:
 # --------------------------------------------------------------------------- ELF RUNPATH
 
 
-def relocate_runpath(data: bytes, rel: str, prefix: str) -> bytes:
-    """`data` (an ELF file at `rel` in a package) with each DT_RPATH/DT_RUNPATH entry under
-    `prefix` made `$ORIGIN`-relative, rewritten in place (the new string is shorter; the rest
-    is NUL-padded). Data without such an entry comes back unchanged."""
+def _runpath_slots(data: bytes) -> list[tuple[int, int]]:
+    """Where the DT_RPATH/DT_RUNPATH strings of an ELF file lie: (start, end) offsets."""
     if data[:4] != b"\x7fELF":
-        return data
+        return []
     wide, order = data[4] == 2, "<" if data[5] == 1 else ">"
     if wide:
-        phoff, phentsize, phnum = (
-            struct.unpack_from(order + "Q", data, 0x20)[0],
-            *struct.unpack_from(order + "HH", data, 0x36),
-        )
+        phoff = struct.unpack_from(order + "Q", data, 0x20)[0]
+        phentsize, phnum = struct.unpack_from(order + "HH", data, 0x36)
     else:
-        phoff, phentsize, phnum = (
-            struct.unpack_from(order + "I", data, 0x1C)[0],
-            *struct.unpack_from(order + "HH", data, 0x2A),
-        )
+        phoff = struct.unpack_from(order + "I", data, 0x1C)[0]
+        phentsize, phnum = struct.unpack_from(order + "HH", data, 0x2A)
     loads, dynamic = [], None
     for i in range(phnum):
         at = phoff + i * phentsize
@@ -146,7 +140,7 @@ def relocate_runpath(data: bytes, rel: str, prefix: str) -> bytes:
         elif p_type == 2:  # PT_DYNAMIC
             dynamic = (offset, filesz)
     if dynamic is None:
-        return data
+        return []
     entry = struct.Struct(order + ("qQ" if wide else "iI"))
     tags = []
     for at in range(dynamic[0], dynamic[0] + dynamic[1], entry.size):
@@ -155,18 +149,36 @@ def relocate_runpath(data: bytes, rel: str, prefix: str) -> bytes:
             break
         tags.append((tag, value))
     strtab = next((v for t, v in tags if t == 5), None)  # DT_STRTAB (an address)
-    if strtab is None:
-        return data
-    base = next((off + strtab - va for va, off, size in loads if va <= strtab < va + size), None)
+    base = next(
+        (
+            off + strtab - va
+            for va, off, size in loads
+            if strtab is not None and va <= strtab < va + size
+        ),
+        None,
+    )
     if base is None:
-        return data
+        return []
+    slots = []
+    for tag, value in tags:
+        if tag in (15, 29):  # DT_RPATH, DT_RUNPATH
+            start = base + value
+            slots.append((start, data.index(b"\0", start)))
+    return slots
+
+
+def runpaths(data: bytes) -> list[str]:
+    """The RPATH/RUNPATH entries of an ELF file (none for anything else)."""
+    return [e for s, t in _runpath_slots(data) for e in data[s:t].decode().split(":") if e]
+
+
+def relocate_runpath(data: bytes, rel: str, prefix: str) -> bytes:
+    """`data` (an ELF file at `rel` in a package) with each RPATH/RUNPATH entry under `prefix`
+    made `$ORIGIN`-relative, rewritten in place (the new string is shorter; the rest is
+    NUL-padded). Data without such an entry comes back unchanged."""
     out = bytearray(data)
     here = os.path.dirname(os.path.join(prefix, rel))
-    for tag, value in tags:
-        if tag not in (15, 29):  # DT_RPATH, DT_RUNPATH
-            continue
-        start = base + value
-        end = data.index(b"\0", start)
+    for start, end in _runpath_slots(data):
         old = data[start:end].decode()
         entries = []
         for item in old.split(":"):

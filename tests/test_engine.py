@@ -248,3 +248,17 @@ def test_noarch_python_packages_are_byte_compiled_and_removed_with_their_pyc(
         installed=engine.installed_packages(prefix),
     )
     assert not (prefix / site / "hello").exists()
+
+
+def test_a_binary_placeholder_shorter_than_the_prefix_fails_naming_the_reason(tmp_path):
+    """`file_mode: binary` is replaced in place, NUL-padded: rattler refuses a longer prefix,
+    and the error says so instead of only `failed to link`."""
+    from hpcenv.channel import PackageSpec
+
+    blob = b"\x7fELF\x00/opt/b/lib\x00"
+    spec = PackageSpec(
+        "binpkg", "1.0", files={"lib/blob": blob}, binary_prefix_files={"lib/blob": "/opt/b"}
+    )
+    url = build_channel(tmp_path / "chan", [spec])
+    with pytest.raises(OperationError, match="cannot be longer than the placeholder"):
+        create(url, ["binpkg"], tmp_path)

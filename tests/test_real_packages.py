@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import IS_ROOT, need
 from tests.fs import cli_env, hpcenv
-from tests.realpkgs import wheel_for_test
+from tests.realpkgs import runpaths, wheel_for_test
 
 # Solves a 3x3 system and checks it; prints the interpreter's prefix and where libpython was
 # loaded from (an --enable-shared python finds it through RUNPATH: the env's own, not the
@@ -69,6 +69,25 @@ def test_real_python_env_does_linear_algebra_with_its_own_interpreter(sci):
 
 def _pyver(h) -> str:
     return ".".join(h["channel"].python_version.split(".")[:2])
+
+
+def test_python_package_binaries_find_their_libraries_relative_to_themselves(sci):
+    """The build's RUNPATH (<build prefix>/lib) would load the build's libpython, or none on
+    another node; binary placeholders only fit prefixes no longer than the build's."""
+    prefix = sci["prefix"]
+    (meta,) = (prefix / "conda-meta").glob("python-*.json")
+    record = json.loads(meta.read_text())
+    entries = record["paths_data"]["paths"]
+    assert not [e for e in entries if e.get("file_mode") == "binary"]
+    found = {}
+    for e in entries:
+        path = prefix / e["_path"]
+        if e["path_type"] == "hardlink" and path.stat().st_size > 4:
+            with open(path, "rb") as f:
+                if f.read(4) == b"\x7fELF":
+                    found[e["_path"]] = runpaths(path.read_bytes())
+    assert found[f"bin/python{_pyver(sci)}"] == ["$ORIGIN/../lib"] and len(found) > 20
+    assert all(p.startswith("$ORIGIN") for paths in found.values() for p in paths), found
 
 
 def test_real_python_env_imports_ssl_sqlite3_ctypes_and_makes_venvs(sci):

@@ -38,6 +38,9 @@ class PackageSpec:
     # Files holding the build prefix, as conda-build records them: path -> that prefix
     # (`prefix_placeholder`, `file_mode: text`); the installer writes the env's prefix there.
     prefix_files: Mapping[str, str] = field(default_factory=dict)
+    # The same for binaries (`file_mode: binary`): replaced in place, NUL-padded, so only
+    # into a prefix no longer than the placeholder.
+    binary_prefix_files: Mapping[str, str] = field(default_factory=dict)
     # noarch: python console scripts ("name = module:func"), written by the installer.
     entry_points: tuple[str, ...] = ()
 
@@ -81,6 +84,8 @@ def _payload(spec: PackageSpec) -> tuple[list, list]:
         }
         if rel in spec.prefix_files:
             entry.update(file_mode="text", prefix_placeholder=spec.prefix_files[rel])
+        elif rel in spec.binary_prefix_files:
+            entry.update(file_mode="binary", prefix_placeholder=spec.binary_prefix_files[rel])
         paths.append(entry)
     for rel, target in sorted(spec.symlinks.items()):
         members.append((rel, None, 0o777, target))

@@ -174,6 +174,17 @@ def solve(
     return Solution(tuple(_info(r) for r in records))
 
 
+def _root_cause(exc: BaseException) -> str:
+    """rattler's innermost reason ("Caused by: ..." lines), which its first line leaves out:
+    e.g. `failed to link X` because the env's path is longer than a binary's placeholder."""
+    causes = [
+        line.strip().removeprefix("Caused by:").strip()
+        for line in str(exc).splitlines()
+        if line.strip().startswith("Caused by:")
+    ]
+    return f" ({causes[-1]})" if causes and causes[-1] != _first_line(exc) else ""
+
+
 def _solver_lines(exc: BaseException) -> str:
     """The useful part of rattler's explanation: its tree of reasons, without the noise."""
     lines = [line.rstrip() for line in str(exc).splitlines() if line.strip()]
@@ -229,7 +240,7 @@ def install(
         ):
             raise OSError(errno.ENOSPC, "no space left while installing packages") from None
         raise OperationError(
-            f"installing packages into {prefix} failed: {_first_line(exc)}"
+            f"installing packages into {prefix} failed: {_first_line(exc)}{_root_cause(exc)}"
         ) from None
     compile_noarch_python(Path(prefix), Path(final_prefix or prefix))
 
