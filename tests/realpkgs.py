@@ -11,9 +11,10 @@ Built the way conda-build would build them, into a local `file://` channel:
   declared `file_mode: binary`, whose NUL-padded replacement only fits a prefix no longer than
   the build's. What is left of the prefix in `libpython` is the compiled-in `PREFIX` that
   `getpath` uses only when it cannot find `lib/python3.X/os.py` beside the executable.
+  The stdlib's `.pyc` are compiled afresh (those of the installation are for other mtimes).
 - `numpy`: a compiled package for this platform from the real PyPI wheel, files under
   `lib/python3.X/site-packages/` (its bundled `numpy.libs/` kept), console scripts as `bin/`
-  files whose shebang holds a placeholder prefix.
+  files whose shebang holds a placeholder prefix, `.pyc` compiled in.
 - `tqdm`: a `noarch: python` package from the pure wheel, `site-packages/...` paths and its
   console script declared in `info/link.json`, so the installer writes the entry point.
 
@@ -27,7 +28,9 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import importlib.util
 import io
+import marshal
 import os
 import platform
 import re
@@ -35,13 +38,14 @@ import shutil
 import struct
 import subprocess
 import sys
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from hpcenv.channel import PackageSpec, build_package
+from hpcenv.channel import MTIME, PackageSpec, build_package
 
 # Pinned so the cache key and every test see the same artifacts. numpy 2.2 has cp310-cp313
 # wheels; tqdm is a small pure wheel with a console script.
@@ -197,6 +201,27 @@ def relocate_runpath(data: bytes, rel: str, prefix: str) -> bytes:
 # --------------------------------------------------------------------------- python
 
 
+def compiled(files: dict[str, bytes], under: str, origin: str, skip=()) -> dict[str, bytes]:
+    """The `__pycache__/*.pyc` of each .py under `under`, as conda-build ships them in a
+    package: timestamp pycs for the archive's mtime and the file's size, so they are valid
+    as installed (a .py the installer rewrites, like those in `skip`, gets none)."""
+    out = {}
+    for rel, data in files.items():
+        if not (rel.startswith(under + "/") and rel.endswith(".py")) or rel in skip:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                code = compile(data, os.path.join(origin, rel), "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            continue
+        head, name = os.path.split(rel)
+        pyc = f"{head}/__pycache__/{name[:-3]}.{sys.implementation.cache_tag}.pyc"
+        header = struct.pack("<III", 0, MTIME, len(data) & 0xFFFFFFFF)
+        out[pyc] = importlib.util.MAGIC_NUMBER + header + marshal.dumps(code)
+    return out
+
+
 def _glibc() -> str:
     name, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "glibc 2.17").partition(" ")
     return ".".join(version.split(".")[:2])
@@ -235,6 +260,7 @@ def python_package(out_dir: Path, subdir: str, base_prefix: str = sys.base_prefi
                     elif data[:4] != b"\x7fELF":
                         raise ValueError(f"{rel} is a non-ELF binary holding {prefix}")
                 files[rel] = data
+    files.update(compiled(files, f"lib/python{PYVER}", prefix, skip=prefix_files))
     # site-packages itself is part of python (conda-forge ships its README.txt).
     readme = os.path.join(prefix, SITE, "README.txt")
     files[f"{SITE}/README.txt"] = Path(readme).read_bytes() if os.path.exists(readme) else b""
@@ -377,6 +403,8 @@ def wheel_package(
             placed[f"bin/{command}"] = text.encode()
             executables.add(f"bin/{command}")
             prefix_files[f"bin/{command}"] = PLACEHOLDER
+    if not noarch:  # noarch: python packages are compiled by the installer
+        placed.update(compiled(placed, SITE, PLACEHOLDER))
     tag = "pyh_hpcenv_0" if noarch else f"py{PYVER.replace('.', '')}{BUILD}"
     spec = PackageSpec(
         wheel.name,

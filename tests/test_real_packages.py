@@ -159,6 +159,22 @@ def test_real_env_staged_elsewhere_runs_from_the_staged_path(sci, staged, tmp_pa
     assert config_prefix == str(staged) and tqdm_version == sci["channel"].tqdm_version
 
 
+def test_staged_env_loads_its_shipped_and_installed_bytecode_without_recompiling(sci, staged):
+    """The stdlib's .pyc (shipped in the package) and tqdm's (compiled at install) stay valid
+    through pack and stage: mtimes and sizes survive, so no node recompiles on import."""
+    out = subprocess.run(
+        [staged / "bin" / "python", "-v", "-c", "import json.decoder, tqdm.cli"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(os.environ.copy()),
+    )
+    assert out.returncode == 0, out.stderr
+    site = f"{staged}/lib/python{_pyver(sci)}"
+    tag = sys.implementation.cache_tag
+    for pyc in (f"{site}/json/__pycache__/decoder", f"{site}/site-packages/tqdm/__pycache__/cli"):
+        assert f"# code object from '{pyc}.{tag}.pyc'" in out.stderr
+
+
 def test_staged_env_runs_without_the_original_env_or_the_build_interpreter(sci, staged):
     """As on another node: the env's storage and the CPython the package was built from are
     hidden (empty tmpfs over both, in a private mount namespace)."""

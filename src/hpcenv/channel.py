@@ -49,13 +49,17 @@ class PackageSpec:
         return f"{self.name}-{self.version}-{self.build}"
 
 
+# Every member's mtime: packages are reproducible, and a .pyc in one is valid for its .py.
+MTIME = 1_700_000_000
+
+
 def _tar_bytes(members: list[tuple[str, bytes | None, int, str | None]], mode: str) -> bytes:
     """members: (path, data or None for a symlink, file mode, link target)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode=mode) as tar:
         for path, data, fmode, target in members:
             info = tarfile.TarInfo(path)
-            info.mtime = 1_700_000_000
+            info.mtime = MTIME
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             if target is not None:

@@ -242,24 +242,25 @@ def install(
         raise OperationError(
             f"installing packages into {prefix} failed: {_first_line(exc)}{_root_cause(exc)}"
         ) from None
-    compile_noarch_python(Path(prefix), Path(final_prefix or prefix))
+    compile_noarch_python(Path(prefix), Path(final_prefix or prefix), packages)
 
 
 # Run by the env's own python (`-I -B`: no user settings, no .pyc of its own imports):
 # compile each NUL-separated .py path from stdin, naming it by its final path in tracebacks;
 # print "source NUL pyc NUL" for each one that compiled.
 _COMPILE = r"""
-import compileall, importlib.util, multiprocessing, os, sys
+import os, py_compile, sys
 build, final = sys.argv[1], sys.argv[2]
 def one(path):
-    ddir = os.path.dirname(final + path[len(build):])
-    if compileall.compile_file(path, ddir=ddir, force=True, quiet=2):
-        pyc = importlib.util.cache_from_source(path)
-        if os.path.exists(pyc):
-            return path + "\0" + pyc + "\0"
-    return ""
+    try:
+        pyc = py_compile.compile(path, dfile=final + path[len(build):], doraise=True,
+                                 invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
+    except Exception:
+        return ""
+    return path + "\0" + pyc + "\0"
 paths = [p for p in sys.stdin.read().split("\0") if p]
 if len(paths) > 200:
+    import multiprocessing
     with multiprocessing.get_context("fork").Pool() as pool:
         done = pool.map(one, paths, chunksize=50)
 else:
@@ -268,7 +269,9 @@ sys.stdout.write("".join(done))
 """
 
 
-def compile_noarch_python(prefix: Path, final_prefix: Path) -> None:
+def compile_noarch_python(
+    prefix: Path, final_prefix: Path, packages: Sequence[PackageInfo]
+) -> None:
     """Byte-compile the `noarch: python` packages in `prefix` that are not yet, as conda does
     (rattler links them and writes their entry points but compiles nothing), and record the
     .pyc files in the package's conda-meta entry (`pyc_file`), so removing it removes them.
@@ -279,19 +282,20 @@ def compile_noarch_python(prefix: Path, final_prefix: Path) -> None:
     import json
     import subprocess
 
+    python = next((p for p in packages if p.name == "python"), None)
+    noarch = [p for p in packages if p.record is not None and p.record.noarch.python]
+    if python is None or not noarch:
+        return
+    exe = prefix / "bin" / f"python{'.'.join(python.version.split('.')[:2])}"
+    if not os.access(exe, os.X_OK):
+        return
     todo: dict[Path, list[str]] = {}
-    python = None
-    for path in sorted((prefix / "conda-meta").glob("*.json")):
+    for package in noarch:
+        path = prefix / "conda-meta" / f"{package.name}-{package.version}-{package.build}.json"
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            entries = json.loads(path.read_text(encoding="utf-8"))["paths_data"]["paths"]
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        if record.get("name") == "python":
-            major_minor = ".".join(str(record.get("version", "")).split(".")[:2])
-            python = prefix / "bin" / f"python{major_minor}"
-        if record.get("noarch") != "python":
-            continue
-        entries = record.get("paths_data", {}).get("paths", [])
         if any(e.get("path_type") == "pyc_file" for e in entries):
             continue
         sources = [
@@ -301,12 +305,12 @@ def compile_noarch_python(prefix: Path, final_prefix: Path) -> None:
         ]
         if sources:
             todo[path] = sources
-    if not todo or python is None or not os.access(python, os.X_OK):
+    if not todo:
         return
     files = "".join(f"{prefix / rel}\0" for sources in todo.values() for rel in sources)
     try:
         result = subprocess.run(
-            [str(python), "-I", "-B", "-c", _COMPILE, str(prefix), str(final_prefix)],
+            [str(exe), "-I", "-B", "-c", _COMPILE, str(prefix), str(final_prefix)],
             input=files,
             capture_output=True,
             text=True,
