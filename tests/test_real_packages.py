@@ -7,14 +7,17 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import IS_ROOT, need
+from hpcenv import jobs
+from tests.conftest import IS_ROOT, need, run_as_user
 from tests.fs import cli_env, hpcenv
 from tests.realpkgs import runpaths, wheel_for_test
 
@@ -97,6 +100,8 @@ def test_real_python_env_imports_ssl_sqlite3_ctypes_and_makes_venvs(sci):
         "print(sysconfig.get_config_var('prefix'))"
     )
     assert run_in(sci, "python", "-c", code).stdout.strip() == str(sci["prefix"])
+    config = run_in(sci, f"python{_pyver(sci)}-config", "--prefix").stdout.strip()
+    assert os.path.realpath(config) == os.path.realpath(sci["prefix"])  # it resolves links
     venv = sci["root"] / "venv"
     run_in(sci, "python", "-m", "venv", "--without-pip", str(venv))
     out = subprocess.run(
@@ -192,6 +197,45 @@ def test_staged_env_runs_without_the_original_env_or_the_build_interpreter(sci, 
     result = json.loads(out.stdout)
     assert result["prefix"] == str(staged)
     assert all(p.startswith(f"{staged}/lib/") for p in result["libpython"])
+
+
+def _python_json(python: Path, code: str) -> dict:
+    out = subprocess.run(
+        [str(python), "-c", code], capture_output=True, text=True, env=_clean_env(os.environ)
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def _stage_here(pack: Path, target: Path) -> Path:
+    for name in [k for k in os.environ if k.startswith("SLURM_")]:
+        del os.environ[name]  # (a forked child) stage right here, not through srun
+    return jobs.stage(pack, target)
+
+
+def test_a_user_who_cannot_reach_the_build_interpreter_stages_and_runs_the_env(sci, tmp_path):
+    """A non-root user, for whom the CPython the package was built from (under /root here)
+    does not exist, unpacks the pack (conda-unpack by the staged python) and runs numpy."""
+    need("root", IS_ROOT, "running as another user needs root")
+    subprocess.run(["useradd", "-M", "-N", "-s", "/bin/sh", "hpcalice"], capture_output=True)
+    build_python = f"{os.path.realpath(sys.base_prefix)}/bin/python{_pyver(sci)}"
+    if run_as_user("hpcalice", os.path.exists, build_python):
+        pytest.fail(f"{build_python} is readable by hpcalice: this test proves nothing here")
+    r = hpcenv("pack", "sci", "--json", env=sci["env"])
+    assert r.returncode == 0, r.stderr
+    base = Path(tempfile.mkdtemp(prefix="hpcenv-user-stage-"))
+    try:
+        base.chmod(0o1777)  # like /tmp on a node
+        pack = base / "sci.tar.gz"
+        shutil.copyfile(json.loads(r.stdout)["result"]["path"], pack)
+        pack.chmod(0o644)
+        target = base / "alice" / "sci"
+        run_as_user("hpcalice", _stage_here, pack, target)
+        result = run_as_user("hpcalice", _python_json, target / "bin" / "python", LINALG)
+        assert result["prefix"] == str(target)
+        assert all(p.startswith(f"{target}/lib/") for p in result["libpython"])
+    finally:
+        shutil.rmtree(base)
 
 
 def _q(word: str) -> str:
