@@ -38,6 +38,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -113,9 +114,18 @@ def fetch_wheel(name: str, version: str, cache: Path) -> Path:
             f"realpkgs: {name}=={version} is not in the test cache {cache} and `pip download` "
             f"failed ({last.strip()[:200]}); run the tests once with network access"
         )
-    where.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(tmp, where)
+    _publish(tmp, where)
     return where / wheels[0].name
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename a finished `tmp` dir into place; if another run got there first, keep theirs."""
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- ELF RUNPATH
@@ -223,7 +233,7 @@ def compiled(files: dict[str, bytes], under: str, origin: str, skip=()) -> dict[
 
 
 def _glibc() -> str:
-    name, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "glibc 2.17").partition(" ")
+    _, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "glibc 2.17").partition(" ")
     return ".".join(version.split(".")[:2])
 
 
@@ -235,17 +245,20 @@ def python_package(out_dir: Path, subdir: str, base_prefix: str = sys.base_prefi
     executables, symlinks, prefix_files = set(), {}, {}
     for top in ("bin", "include", "lib", "share"):
         for dirpath, dirnames, filenames in os.walk(os.path.join(prefix, top)):
-            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+            reldir = os.path.relpath(dirpath, prefix)
+            dirnames[:] = sorted(
+                d for d in dirnames if d not in _SKIP_DIRS and _python_owns(f"{reldir}/{d}/")
+            )
             for name in sorted(filenames + [d for d in dirnames if _islink(dirpath, d)]):
                 path = os.path.join(dirpath, name)
-                rel = os.path.relpath(path, prefix)
-                if top == "bin" and not _OWN_BIN.fullmatch(name):
-                    continue  # console scripts of what is in site-packages
-                if _SKIP_FILES.fullmatch(name):
+                rel = f"{reldir}/{name}"
+                if not _python_owns(rel) or _SKIP_FILES.fullmatch(name):
                     continue
                 if os.path.islink(path):
                     target = os.readlink(path)
                     if os.path.isabs(target):
+                        if not target.startswith(prefix + "/"):
+                            raise ValueError(f"{rel} links outside {prefix}: {target}")
                         target = os.path.relpath(target, os.path.dirname(path))
                     symlinks[rel] = target
                     continue
@@ -277,6 +290,31 @@ def python_package(out_dir: Path, subdir: str, base_prefix: str = sys.base_prefi
         fmt="conda",
     )
     return build_package(spec, out_dir)
+
+
+def _python_owns(rel: str) -> bool:
+    """Whether `rel` (a dir when it ends in /) belongs to CPython itself, in a prefix that may
+    hold other software too (/usr/local): its bin/ entries, include/pythonX.Y, libpython,
+    its pkg-config files, lib/pythonX.Y, its man page."""
+    parts = rel.rstrip("/").split("/")
+    top, rest = parts[0], parts[1:]
+    if not rest:
+        return True
+    if top == "bin":
+        return len(rest) == 1 and bool(_OWN_BIN.fullmatch(rest[0]))
+    if top == "include":
+        return rest[0].startswith(f"python{PYVER}")
+    if top == "lib":
+        if len(rest) == 1 and not rel.endswith("/"):
+            return rest[0].startswith("libpython")
+        if rest[0] == "pkgconfig":
+            return len(rest) == 1 or rest[1].startswith("python")
+        return rest[0] == f"python{PYVER}"
+    if top == "share":
+        if rest[0] != "man" or (len(rest) > 1 and rest[1] != "man1"):
+            return False
+        return len(rest) < 3 or rest[2].startswith("python")
+    return False
 
 
 def _islink(dirpath: str, name: str) -> bool:
@@ -476,9 +514,10 @@ def build_real_channel(cache: Path) -> RealChannel:
         noarch=True,
     )
     engine.index_channel(tmp)
-    for old in cache.glob("channel-*"):
-        shutil.rmtree(old, ignore_errors=True)
-    os.rename(tmp, channel)
+    _publish(tmp, channel)
+    for old in cache.glob("channel-*"):  # other builders' channels, unless maybe in use
+        if old != channel and time.time() - old.stat().st_mtime > 86400:
+            shutil.rmtree(old, ignore_errors=True)
     return result
 
 
