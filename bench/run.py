@@ -582,16 +582,15 @@ def bench_real(quick: bool, work: Path) -> list[Row | Skipped]:
         repeat,
     )
     t_tar = timeit(lambda: run(["tar", "-cf", str(work / "plain.tar"), "-C", str(prefix), "."]), 3)
-    ratio = statistics.median(t_h) / statistics.median(t_raw)
     return [
         Row(
             "real",
-            "create python+numpy+tqdm, warm cache (hpcenv also byte-compiles tqdm)",
+            "create python+numpy+tqdm, warm cache (hpcenv also byte-compiles tqdm, as conda)",
             t_h,
             "py-rattler script",
             t_raw,
-            "<= 1.2x",
-            ratio <= 1.2,
+            "-",
+            None,
         ),
         Row("real", f"first pack of the {files:,}-file env", t_pack, "tar -cf", t_tar, "-", None),
         Row("real", "stage (unpack + conda-unpack)", t_stage, "tar -cf", t_tar, "-", None),
