@@ -530,6 +530,74 @@ def bench_pack(quick: bool, work: Path) -> list[Row | Skipped]:
     ]
 
 
+def bench_real(quick: bool, work: Path) -> list[Row | Skipped]:
+    """create + stage on real packages (tests/realpkgs.py: this CPython, numpy from its wheel,
+    tqdm noarch): against the raw py-rattler script (which compiles no .pyc) and tar."""
+    from tests.realpkgs import RealPackagesUnavailable, build_real_channel, cache_root
+
+    try:
+        url = build_real_channel(cache_root()).url
+    except RealPackagesUnavailable as exc:
+        return [Skipped("real", str(exc))]
+    specs = ["python", "numpy", "tqdm"]
+    repeat = 3 if quick else 7
+    raw = work / "raw.py"
+    raw.write_text(RAW_RATTLER)
+    home, storage = work / "home", work / "storage"
+    (home / ".conda").mkdir(parents=True)
+    storage.mkdir()
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "HPCENV_STORAGE": str(storage),
+        "HPCENV_SITE_CONFIG": str(work / "none.toml"),
+        "HPCENV_ALLOW_HOME": "1",
+    }
+    env.pop("SLURM_JOB_ID", None)
+    counter = iter(range(10_000))
+
+    def raw_once() -> None:
+        target = work / f"raw-env-{next(counter)}"
+        run([sys.executable, str(raw), url, str(work / "raw-cache"), str(target), *specs])
+        shutil.rmtree(target)
+
+    def hpcenv_once() -> None:
+        prefix = storage / f"env{next(counter)}"
+        run(hpcenv_cmd("-q", "create", "-p", str(prefix), *specs, "-c", url), env=env)
+        shutil.rmtree(prefix)
+
+    raw_once()  # fill both package caches: the rows are warm creates
+    hpcenv_once()
+    t_raw, t_h = [], []
+    for _ in range(repeat):
+        t_raw += timeit(raw_once, 1)
+        t_h += timeit(hpcenv_once, 1)
+    prefix = storage / "sci"
+    run(hpcenv_cmd("-q", "create", "-p", str(prefix), *specs, "-c", url), env=env)
+    files = sum(len(f) for _, _, f in os.walk(prefix))
+    t_pack = timeit(lambda: run(hpcenv_cmd("pack", str(prefix)), env=env), 1)
+    t_stage = timeit(
+        lambda: run(
+            hpcenv_cmd("stage", str(prefix), "--to", str(work / f"st{next(counter)}")), env=env
+        ),
+        repeat,
+    )
+    t_tar = timeit(lambda: run(["tar", "-cf", str(work / "plain.tar"), "-C", str(prefix), "."]), 3)
+    return [
+        Row(
+            "real",
+            "create python+numpy+tqdm, warm cache (hpcenv also byte-compiles tqdm, as conda)",
+            t_h,
+            "py-rattler script",
+            t_raw,
+            "-",
+            None,
+        ),
+        Row("real", f"first pack of the {files:,}-file env", t_pack, "tar -cf", t_tar, "-", None),
+        Row("real", "stage (unpack + conda-unpack)", t_stage, "tar -cf", t_tar, "-", None),
+    ]
+
+
 def bench_stage(quick: bool, work: Path) -> list[Row | Skipped]:
     """`hpcenv stage` inside a 3-node allocation vs `sbcast` of the same pack plus `tar -x` on
     each node, on the test cluster (three slurmd, each with its own tmpfs as node-local
@@ -617,6 +685,7 @@ SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
     "submit": bench_submit,
     "pack": bench_pack,
     "stage": bench_stage,
+    "real": bench_real,
 }
 
 

@@ -9,7 +9,10 @@ import pytest
 
 import hpcenv
 
-pytest_plugins = ["tests.channels"]  # real-channel fixtures: demo_channel, ready_home
+pytest_plugins = [
+    "tests.channels",  # real-channel fixtures: demo_channel, ready_home
+    "tests.realpkgs",  # real_channel: python, numpy, tqdm built from real artifacts
+]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

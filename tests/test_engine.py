@@ -230,3 +230,35 @@ def test_the_venv_style_python_makes_the_prefix_sys_prefix_and_imports_noarch_pa
     assert greeting.startswith("hello from hpcenv")
     short = "{}.{}".format(*sys.version_info[:2])
     assert (prefix / f"lib/python{short}/site-packages/hello/__init__.py").is_file()
+
+
+def test_noarch_python_packages_are_byte_compiled_and_removed_with_their_pyc(
+    demo_channel, tmp_path
+):
+    cache = tmp_path / "cache"
+    prefix = create(demo_channel.url, ["python", "hello"], tmp_path)
+    site = f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
+    pyc = f"{site}/hello/__pycache__/__init__.{sys.implementation.cache_tag}.pyc"
+    assert (prefix / pyc).is_file()
+    assert pyc in engine.linked_files(prefix)["hello"]
+    engine.install(
+        engine.solve([demo_channel.url], ["python"], cache_dir=cache),
+        prefix,
+        cache_dir=cache,
+        installed=engine.installed_packages(prefix),
+    )
+    assert not (prefix / site / "hello").exists()
+
+
+def test_a_binary_placeholder_shorter_than_the_prefix_fails_naming_the_reason(tmp_path):
+    """`file_mode: binary` is replaced in place, NUL-padded: rattler refuses a longer prefix,
+    and the error says so instead of only `failed to link`."""
+    from hpcenv.channel import PackageSpec
+
+    blob = b"\x7fELF\x00/opt/b/lib\x00"
+    spec = PackageSpec(
+        "binpkg", "1.0", files={"lib/blob": blob}, binary_prefix_files={"lib/blob": "/opt/b"}
+    )
+    url = build_channel(tmp_path / "chan", [spec])
+    with pytest.raises(OperationError, match="cannot be longer than the placeholder"):
+        create(url, ["binpkg"], tmp_path)

@@ -35,10 +35,22 @@ class PackageSpec:
     executables: frozenset[str] = frozenset()
     symlinks: Mapping[str, str] = field(default_factory=dict)
     fmt: str = "tar.bz2"  # or "conda"
+    # Files holding the build prefix, as conda-build records them: path -> that prefix
+    # (`prefix_placeholder`, `file_mode: text`); the installer writes the env's prefix there.
+    prefix_files: Mapping[str, str] = field(default_factory=dict)
+    # The same for binaries (`file_mode: binary`): replaced in place, NUL-padded, so only
+    # into a prefix no longer than the placeholder.
+    binary_prefix_files: Mapping[str, str] = field(default_factory=dict)
+    # noarch: python console scripts ("name = module:func"), written by the installer.
+    entry_points: tuple[str, ...] = ()
 
     @property
     def stem(self) -> str:
         return f"{self.name}-{self.version}-{self.build}"
+
+
+# Every member's mtime: packages are reproducible, and a .pyc in one is valid for its .py.
+MTIME = 1_700_000_000
 
 
 def _tar_bytes(members: list[tuple[str, bytes | None, int, str | None]], mode: str) -> bytes:
@@ -47,7 +59,7 @@ def _tar_bytes(members: list[tuple[str, bytes | None, int, str | None]], mode: s
     with tarfile.open(fileobj=buf, mode=mode) as tar:
         for path, data, fmode, target in members:
             info = tarfile.TarInfo(path)
-            info.mtime = 1_700_000_000
+            info.mtime = MTIME
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             if target is not None:
@@ -68,18 +80,24 @@ def _payload(spec: PackageSpec) -> tuple[list, list]:
         data = content.encode() if isinstance(content, str) else content
         mode = 0o755 if rel in spec.executables else 0o644
         members.append((rel, data, mode, None))
-        paths.append(
-            {
-                "_path": rel,
-                "path_type": "hardlink",
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "size_in_bytes": len(data),
-            }
-        )
+        entry = {
+            "_path": rel,
+            "path_type": "hardlink",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size_in_bytes": len(data),
+        }
+        if rel in spec.prefix_files:
+            entry.update(file_mode="text", prefix_placeholder=spec.prefix_files[rel])
+        elif rel in spec.binary_prefix_files:
+            entry.update(file_mode="binary", prefix_placeholder=spec.binary_prefix_files[rel])
+        paths.append(entry)
     for rel, target in sorted(spec.symlinks.items()):
         members.append((rel, None, 0o777, target))
         paths.append({"_path": rel, "path_type": "softlink", "size_in_bytes": len(target)})
     return members, paths
+
+
+_ARCH = {"64": "x86_64", "32": "x86"}  # conda's subdir suffix -> index.json arch
 
 
 def _info_members(spec: PackageSpec, paths: list) -> list:
@@ -97,11 +115,15 @@ def _info_members(spec: PackageSpec, paths: list) -> list:
     if spec.noarch:
         index["noarch"] = spec.noarch
     if spec.subdir != "noarch":
-        index["platform"], index["arch"] = spec.subdir.split("-", 1)[0], "x86_64"
+        plat, arch = spec.subdir.split("-", 1)
+        index["platform"], index["arch"] = plat, _ARCH.get(arch, arch)
     files = "".join(p["_path"] + "\n" for p in paths)
     extra = []
     if spec.noarch == "python":  # as conda-build writes it; conda-pack reads it
-        link = {"noarch": {"type": "python"}, "package_metadata_version": 1}
+        noarch = {"type": "python"}
+        if spec.entry_points:
+            noarch["entry_points"] = list(spec.entry_points)
+        link = {"noarch": noarch, "package_metadata_version": 1}
         extra.append(("info/link.json", json.dumps(link).encode(), 0o644, None))
     return extra + [
         ("info/index.json", json.dumps(index, indent=2).encode(), 0o644, None),

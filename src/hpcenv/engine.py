@@ -391,6 +391,7 @@ def install(
             f"installing packages into {prefix} failed: {_first_and_cause(exc)}",
             hint="if a package file is damaged, `hpcenv doctor` checks the package cache",
         ) from None
+    compile_noarch_python(Path(prefix), Path(final_prefix or prefix), packages)
     return warnings
 
 
@@ -566,6 +567,96 @@ def _runtime_dir() -> Path:
     import tempfile
 
     return ensure_private_dir(Path(tempfile.gettempdir()) / f"hpcenv-{os.geteuid()}")
+
+
+# Run by the env's own python (`-I -B`: no user settings, no .pyc of its own imports):
+# compile each NUL-separated .py path from stdin, naming it by its final path in tracebacks;
+# print "source NUL pyc NUL" for each one that compiled.
+_COMPILE = r"""
+import os, py_compile, sys
+build, final = sys.argv[1], sys.argv[2]
+def one(path):
+    try:
+        pyc = py_compile.compile(path, dfile=final + path[len(build):], doraise=True,
+                                 invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
+    except Exception:
+        return ""
+    return path + "\0" + pyc + "\0"
+paths = [p for p in sys.stdin.read().split("\0") if p]
+if len(paths) > 200:
+    import multiprocessing
+    with multiprocessing.get_context("fork").Pool() as pool:
+        done = pool.map(one, paths, chunksize=50)
+else:
+    done = [one(p) for p in paths]
+sys.stdout.write("".join(done))
+"""
+
+
+def compile_noarch_python(
+    prefix: Path, final_prefix: Path, packages: Sequence[PackageInfo]
+) -> None:
+    """Byte-compile the `noarch: python` packages in `prefix` that are not yet, as conda does
+    (rattler links them and writes their entry points but compiles nothing), and record the
+    .pyc files in the package's conda-meta entry (`pyc_file`), so removing it removes them.
+
+    The .pyc are an optimisation (without them a shared read-only env compiles on every
+    import): a file that does not compile, or an env whose python does not run, is left as
+    rattler linked it."""
+    import json
+    import subprocess
+
+    python = next((p for p in packages if p.name == "python"), None)
+    noarch = [p for p in packages if p.record is not None and p.record.noarch.python]
+    if python is None or not noarch:
+        return
+    exe = prefix / "bin" / f"python{'.'.join(python.version.split('.')[:2])}"
+    if not os.access(exe, os.X_OK):
+        return
+    todo: dict[Path, list[str]] = {}
+    for package in noarch:
+        path = prefix / "conda-meta" / f"{package.name}-{package.version}-{package.build}.json"
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))["paths_data"]["paths"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if any(e.get("path_type") == "pyc_file" for e in entries):
+            continue
+        sources = [
+            e["_path"]
+            for e in entries
+            if e["_path"].endswith(".py") and "site-packages/" in e["_path"]
+        ]
+        if sources:
+            todo[path] = sources
+    if not todo:
+        return
+    files = "".join(f"{prefix / rel}\0" for sources in todo.values() for rel in sources)
+    try:
+        result = subprocess.run(
+            [str(exe), "-I", "-B", "-c", _COMPILE, str(prefix), str(final_prefix)],
+            input=files,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return
+    words = result.stdout.split("\0")
+    pyc_of = {
+        os.path.relpath(src, prefix): os.path.relpath(pyc, prefix)
+        for src, pyc in zip(words[0::2], words[1::2], strict=False)
+    }
+    for path, sources in todo.items():
+        mine = sorted(pyc_of[rel] for rel in sources if rel in pyc_of)
+        if not mine:
+            continue
+        record = json.loads(path.read_text(encoding="utf-8"))
+        record["files"] = record.get("files", []) + mine
+        paths_data = record.setdefault("paths_data", {"paths": [], "paths_version": 1})
+        paths_data["paths"] += [{"_path": p, "path_type": "pyc_file"} for p in mine]
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def installed_packages(prefix: Path) -> tuple[PackageInfo, ...]:

@@ -482,6 +482,20 @@ def _pip_install(layout: Layout, build_prefix: Path, requirements: Sequence[str]
         )
     finally:
         os.unlink(reqs.name)
+    # uv locks a venv-style prefix with PREFIX/.lock, created 0666 on purpose (astral-sh/uv
+    # #11328, #16845); run/activate/jobscript then refuse the env as world-writable. Take the
+    # write bits the umask denies, and others' always, as for any file hpcenv writes (not
+    # unlinked: a uv running in the env right now may hold it).
+    lock = build_prefix / ".lock"
+    try:
+        st = lock.lstat()
+    except FileNotFoundError:
+        pass
+    else:
+        if not os.path.islink(lock) and st.st_mode & 0o022:
+            mask = os.umask(0o022)
+            os.umask(mask)
+            os.chmod(lock, st.st_mode & 0o7777 & ~mask & ~0o002)
     if result.returncode != 0:
         msgs = [line for line in result.stderr.strip().splitlines() if line.strip()]
         raise OperationError(
