@@ -35,6 +35,7 @@ class PackageSpec:
     executables: frozenset[str] = frozenset()
     symlinks: Mapping[str, str] = field(default_factory=dict)
     fmt: str = "tar.bz2"  # or "conda"
+    modes: Mapping[str, int] = field(default_factory=dict)  # a file's mode in the archive
 
     @property
     def stem(self) -> str:
@@ -66,7 +67,7 @@ def _payload(spec: PackageSpec) -> tuple[list, list]:
     members, paths = [], []
     for rel, content in sorted(spec.files.items()):
         data = content.encode() if isinstance(content, str) else content
-        mode = 0o755 if rel in spec.executables else 0o644
+        mode = spec.modes.get(rel, 0o755 if rel in spec.executables else 0o644)
         members.append((rel, data, mode, None))
         paths.append(
             {
