@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpcenv import perms
 from hpcenv.errors import OperationError, RefusedError, UsageError
 from hpcenv.journal import StorageLock, pid_alive, tick
 from hpcenv.settings import Settings
@@ -389,6 +390,7 @@ def create(
             if req.pip:
                 _pip_install(layout, tmp, prefix, req.pip)
                 tick()
+            perms.limit_installed(tmp, cache, solution.packages)  # archives carry their modes
             now = time.time()
             meta = EnvMeta(
                 name,
@@ -622,6 +624,7 @@ def update(
             reinstall=reinstall,
             show_progress=progress,
         )
+        perms.limit_installed(prefix, layout.package_cache, solution.packages)  # see create
         old = {(p.name, p.version, p.build): p for p in installed}
         new = {(p.name, p.version, p.build): p for p in solution.packages}
         _append_history(
@@ -694,35 +697,6 @@ def known_prefixes(layout: Layout) -> dict[Path, str | None]:
     for prefix, rec in read_registry(layout).items():
         found.setdefault(Path(prefix), rec.get("name"))
     return found
-
-
-def shared_summaries(shared_root: Path | None) -> list[EnvSummary]:
-    """Group environments other users shared with us (no sizes: not ours to scan)."""
-    from hpcenv.site import shared_envs
-
-    out = []
-    for env in shared_envs(shared_root):
-        prefix = Path(env.prefix)
-        meta = EnvMeta.load(prefix)
-        try:
-            count = len(list((prefix / "conda-meta").glob("*.json")))
-        except OSError:
-            count = 0
-        out.append(
-            EnvSummary(
-                name=env.name,
-                prefix=env.prefix,
-                packages=count,
-                apparent_bytes=0,
-                unique_bytes=0,
-                files=0,
-                created=meta.created if meta else None,
-                updated=meta.updated if meta else None,
-                exists=(prefix / "conda-meta").is_dir(),
-                owner=f"{env.owner} (group {env.group})",
-            )
-        )
-    return out
 
 
 def list_envs(layout: Layout, *, scan: bool = True) -> list[EnvSummary]:

@@ -12,14 +12,12 @@ from hpcenv.cli.app_shell import default_shell
 
 
 def _resolve(ctx: typer.Context, name: str):
-    from hpcenv.envs import resolve
-    from hpcenv.site import check_trusted
     from hpcenv.storage import layout_from
+    from hpcenv.trust import resolve_for_use
 
     s = settings(ctx)
-    env_name, prefix = resolve(layout_from(s), name)
-    check_trusted(prefix)
-    return s, env_name or str(prefix), prefix
+    env = resolve_for_use(layout_from(s), name)
+    return s, env.name or str(env.prefix), env.prefix
 
 
 @app.command()

@@ -217,7 +217,7 @@ def list_(
 
     Example:  hpcenv list --json
     """
-    from hpcenv import envs
+    from hpcenv import envs, sharing
     from hpcenv.report import human_bytes, print_table
 
     s, layout = _context(ctx)
@@ -225,7 +225,10 @@ def list_(
         info(ctx, f"removed the leftover of an interrupted create: {path}")
     rows = envs.list_envs(layout)
     mine = {e.prefix for e in rows}
-    rows += [e for e in envs.shared_summaries(s.shared_root) if e.prefix not in mine]
+    shared = sharing.shared_summaries(s.shared_root)
+    for message in shared.warnings:
+        warn(message)
+    rows += [e for e in shared.rows if e.prefix not in mine]
     if json_out:
         emit_json("list", rows)
         return
@@ -237,7 +240,7 @@ def list_(
         ["name", "prefix", "packages", "size", "unique", "files", "changed"],
         [
             (
-                (e.name or "-") + (f" [shared by {e.owner}]" if e.owner else ""),
+                (e.name or "-") + _shared_by(e),
                 e.prefix,
                 e.packages,
                 human_bytes(e.apparent_bytes),
@@ -248,6 +251,12 @@ def list_(
             for e in rows
         ],
     )
+
+
+def _shared_by(e) -> str:
+    if not e.owner:
+        return ""
+    return f" [shared by {e.owner}{'' if e.exists else ', missing'}]"
 
 
 def _date(ts: float | None) -> str:

@@ -15,14 +15,14 @@ from hpcenv.cli.app import app, emit_json, info, settings
 def _request(
     ctx, name, command, time, mem, cpus, gpus, partition, nodes, array, output, job_name, stage
 ):
-    from hpcenv import envs, jobs
-    from hpcenv.site import check_trusted
+    from hpcenv import jobs
     from hpcenv.storage import layout_from
+    from hpcenv.trust import resolve_for_use
 
     s = settings(ctx)
     layout = layout_from(s)
-    env_name, prefix = envs.resolve(layout, name)
-    check_trusted(prefix)
+    env = resolve_for_use(layout, name)
+    env_name, prefix = env.name, env.prefix
     argv = list(command or [])
     if argv[:1] == ["--"]:
         argv = argv[1:]
@@ -145,11 +145,13 @@ def pack_(
 
     Example:  hpcenv pack myenv -o myenv.tar.gz
     """
-    from hpcenv import envs, jobs
+    from hpcenv import jobs
     from hpcenv.storage import layout_from
+    from hpcenv.trust import resolve_for_use
 
     layout = layout_from(settings(ctx))
-    env_name, prefix = envs.resolve(layout, name)
+    env = resolve_for_use(layout, name)
+    env_name, prefix = env.name, env.prefix
     result = jobs.pack(prefix, env_name or prefix.name, layout.packs_dir, out)
     if json_out:
         emit_json("pack", result)
@@ -169,11 +171,13 @@ def stage_(
 
     Example:  PREFIX=$(hpcenv stage myenv)
     """
-    from hpcenv import envs, jobs
+    from hpcenv import jobs
     from hpcenv.storage import layout_from
+    from hpcenv.trust import resolve_for_use
 
     layout = layout_from(settings(ctx))
-    env_name, prefix = envs.resolve(layout, name)
+    env = resolve_for_use(layout, name)
+    env_name, prefix = env.name, env.prefix
     result = jobs.pack(prefix, env_name or prefix.name, layout.packs_dir)
     job = os.environ.get("SLURM_JOB_ID", str(os.getpid()))
     target = to or Path(tempfile.gettempdir()) / f"hpcenv-{job}" / (env_name or prefix.name)
