@@ -4,14 +4,17 @@ a symlink."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from hpcenv.channel import PackageSpec, build_channel
-from hpcenv.perms import apply_umask
-from tests.fs import cli_env, hpcenv
+from hpcenv.perms import apply_umask, copy_to_temp
+from tests.conftest import IS_ROOT, need
+from tests.fs import cli_env, hpcenv, xfs_reflink
 
 
 def _mode(path: Path) -> int:
@@ -40,7 +43,9 @@ def home(fake_home):
 
 
 @pytest.mark.parametrize(
-    ("umask", "file_mode", "exe_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)]
+    ("umask", "file_mode", "exe_mode"),
+    [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)],
+    ids=["umask-022", "umask-077"],
 )
 def test_archive_modes_never_exceed_the_umask_in_the_env_and_the_cache(
     home, loose_channel, umask, file_mode, exe_mode
@@ -90,3 +95,36 @@ def test_apply_umask_keeps_the_bits_it_is_told_to_keep(tmp_path):
     assert _mode(f) == 0o664
     assert apply_umask(tmp_path, umask=0o022) == 1
     assert _mode(f) == 0o644
+
+
+def _copy(directory: Path, name: str, temp: str, mode: int) -> Path:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        copy_to_temp(fd, name, temp, mode, os.getgid())
+    finally:
+        os.close(fd)
+    return directory / temp
+
+
+def test_a_copy_has_its_own_inode_the_same_content_and_times_and_the_new_mode(tmp_path):
+    original = tmp_path / "tool"
+    original.write_bytes(os.urandom(300_000))
+    original.chmod(0o755)
+    os.link(original, tmp_path / "cache-link")
+    os.utime(original, ns=(1_000_000_000, 2_000_000_000))
+    copy = _copy(tmp_path, "tool", ".hpcenv-copy-1-1", 0o775)
+    st, ost = os.stat(copy), os.stat(original)
+    assert copy.read_bytes() == original.read_bytes()
+    assert st.st_ino != ost.st_ino and st.st_nlink == 1 and ost.st_nlink == 2
+    assert st.st_mtime_ns == 2_000_000_000 and _mode(copy) == 0o775 and _mode(original) == 0o755
+
+
+def test_a_copy_is_a_reflink_where_the_filesystem_shares_blocks(tmp_path):
+    need("root", IS_ROOT, "a loop mount needs root")
+    need("xfsprogs", shutil.which("mkfs.xfs") is not None, "mkfs.xfs missing (Debian xfsprogs)")
+    with xfs_reflink(tmp_path / "xfs", tmp_path / "xfs.img") as fs:
+        (fs / "big").write_bytes(os.urandom(4 << 20))
+        copy = _copy(fs, "big", ".hpcenv-copy-1-1", 0o644)
+        extents = subprocess.run(["filefrag", "-v", str(copy)], capture_output=True, text=True)
+        assert "shared" in extents.stdout, extents.stdout
+        assert copy.read_bytes() == (fs / "big").read_bytes()

@@ -331,6 +331,15 @@ def test_read_only_and_writable_shares_of_envs_with_shared_packages_stay_usable(
         assert carol.returncode == 2 and "demo-tool 1.0" not in carol.stdout
 
 
+def test_installing_into_a_shared_env_keeps_the_group_bits_and_the_trust(lab):
+    lab.ok("hpcalice", "create", "rw", "demo-tool", "-c", lab.url)
+    lab.ok("hpcalice", "share", "rw", "--group", LAB, "--group-writable")
+    tool = lab.prefix("rw") / "bin" / "demo-tool"
+    lab.ok("hpcalice", "install", "rw", "numtool")  # the umask walk runs after it
+    assert stat.S_IMODE(os.stat(tool).st_mode) & 0o070 == 0o070  # still group rwx
+    assert "numtool 1.0" in lab.ok("hpcbob", "run", str(lab.prefix("rw")), "--", "numtool").stdout
+
+
 def test_spoofed_share_entries_are_ignored_with_a_warning(lab):
     lab.ok("hpcalice", "create", "proj", "demo-tool", "-c", lab.url)
     lab.ok("hpcalice", "share", "proj", "--group", LAB)

@@ -20,9 +20,11 @@ import fcntl
 import os
 import re
 import stat
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+_LOADED = time.time()  # package dirs older than this process were checked by their extractor
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 _TEMP = re.compile(r"^\.hpcenv-copy-(\d+)-\d+$")
 _FILE_ONLY_BITS = stat.S_ISUID | stat.S_ISGID
@@ -49,7 +51,8 @@ def chmod_nofollow(dir_fd: int, name: str, mode: int) -> bool:
 
 def walk(tree: Path) -> Iterator[tuple[int, str, str, os.stat_result]]:
     """(dir_fd, dir_path, name, lstat) for `tree` itself (in its parent) and everything under
-    it, top-down; symlinks are reported, never followed. Entries that vanish are skipped."""
+    it, top-down; symlinks are reported, never followed (each directory is opened with
+    O_NOFOLLOW through its parent's descriptor). Entries that vanish are skipped."""
     tree = Path(tree)
     try:
         parent = os.open(tree.parent, os.O_RDONLY | os.O_DIRECTORY)
@@ -63,15 +66,40 @@ def walk(tree: Path) -> Iterator[tuple[int, str, str, os.stat_result]]:
         yield parent, str(tree.parent), tree.name, st
         if not stat.S_ISDIR(st.st_mode):
             return
-        for root, dirs, files, dir_fd in os.fwalk(tree, follow_symlinks=False):
-            for name in files + dirs:
-                try:
-                    est = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                except OSError:
-                    continue
-                yield dir_fd, root, name, est
+        try:
+            fd = os.open(tree.name, _DIR_FLAGS, dir_fd=parent)
+        except OSError:
+            return
     finally:
         os.close(parent)
+    yield from _walk_fd(fd, str(tree))
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _walk_fd(fd: int, path: str) -> Iterator[tuple[int, str, str, os.stat_result]]:
+    """Everything under the open directory `fd` (closed at the end)."""
+    try:
+        with os.scandir(fd) as it:
+            entries = list(it)
+        subdirs = []
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            yield fd, path, entry.name, st
+            if stat.S_ISDIR(st.st_mode):
+                subdirs.append(entry.name)
+        for name in subdirs:
+            try:
+                sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                continue
+            yield from _walk_fd(sub, f"{path}/{name}")
+    finally:
+        os.close(fd)
 
 
 def apply_umask(tree: Path, *, umask: int | None = None, keep: int = 0) -> int:
@@ -98,17 +126,26 @@ def apply_umask(tree: Path, *, umask: int | None = None, keep: int = 0) -> int:
 
 
 def limit_installed(prefix: Path, cache_dir: Path, packages: Iterable) -> int:
-    """After an install: the package cache dirs of `packages` (engine.PackageInfo; what the
-    install linked from), then the env, carry no more permission than the umask allows. An
-    env shared with a group keeps the group bits the share gave it; the cache never does."""
+    """After an install: the package cache dirs of `packages` (engine.PackageInfo) that this
+    process extracted, then the whole env, carry no more permission than the umask allows. A
+    shared env keeps the group bits its share gave it; the cache never does.
+
+    Package dirs extracted before this process started were checked by the process that
+    extracted them, and are skipped (a walk costs ~10 us per file). Their files linked into
+    the env are the same inodes as the env's, which the env's walk checks in any case."""
     from hpcenv.engine import package_cache_dir
     from hpcenv.trust import read_share_info
 
     pkgs = package_cache_dir(cache_dir)
-    changed = sum(
-        apply_umask(pkgs / p.file_name.removesuffix(".tar.bz2").removesuffix(".conda"))
-        for p in packages
-    )
+    changed = 0
+    for p in packages:
+        path = pkgs / p.file_name.removesuffix(".tar.bz2").removesuffix(".conda")
+        try:
+            if os.lstat(path).st_ctime < _LOADED - 1:
+                continue
+        except OSError:
+            continue
+        changed += apply_umask(path)
     share = read_share_info(prefix)
     keep = 0
     if share is not None:
