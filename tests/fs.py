@@ -141,3 +141,16 @@ def tmpfs(path: Path, size: str = "64m", inodes: int | None = None) -> Iterator[
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@contextlib.contextmanager
+def xfs_reflink(path: Path, image: Path) -> Iterator[Path]:
+    """A real XFS with reflink=1 on a loop device (root only; xfsprogs): FICLONE works there."""
+    subprocess.run(["truncate", "-s", "320M", str(image)], check=True)
+    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True)
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

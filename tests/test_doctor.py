@@ -319,6 +319,36 @@ def test_world_writable_env_or_cache_fails_and_chmod_fixes_it(env_home):
     assert check(h, "world-writable").status is Status.OK
 
 
+def test_world_writable_file_inside_an_env_or_the_cache_fails_and_the_fix_clears_it(env_home):
+    h = env_home
+    planted = envdir(h) / "share" / "demo-tool" / "notes.txt"  # its own inode, not the cache's
+    planted.write_text("x\n")
+    cached = h["storage"] / ".cache" / "rattler" / "pkgs" / "loose.txt"
+    cached.write_text("y\n")
+    for path in (planted, cached):
+        path.chmod(0o666)
+    c = check(h, "world-writable")
+    assert c.status is Status.FAIL
+    assert str(planted) in c.detail and str(cached) in c.detail
+    sh(c.fix, h)
+    assert check(h, "world-writable").status is Status.OK
+    assert planted.stat().st_mode & 0o777 == 0o664
+
+
+def test_many_world_writable_files_are_fixed_by_one_find_per_tree(env_home):
+    h = env_home
+    many = envdir(h) / "share" / "many"
+    many.mkdir()
+    for i in range(12):
+        (many / f"f{i}").write_text("x")
+        (many / f"f{i}").chmod(0o666)
+    c = check(h, "world-writable")
+    assert c.status is Status.FAIL and "and 7 more" in c.detail
+    assert c.fix.startswith("find ")
+    sh(c.fix, h)
+    assert check(h, "world-writable").status is Status.OK
+
+
 # ----------------------------------------------------------------------------- site
 
 

@@ -43,6 +43,7 @@ class PackageSpec:
     binary_prefix_files: Mapping[str, str] = field(default_factory=dict)
     # noarch: python console scripts ("name = module:func"), written by the installer.
     entry_points: tuple[str, ...] = ()
+    modes: Mapping[str, int] = field(default_factory=dict)  # a file's mode in the archive
 
     @property
     def stem(self) -> str:
@@ -78,7 +79,7 @@ def _payload(spec: PackageSpec) -> tuple[list, list]:
     members, paths = [], []
     for rel, content in sorted(spec.files.items()):
         data = content.encode() if isinstance(content, str) else content
-        mode = 0o755 if rel in spec.executables else 0o644
+        mode = spec.modes.get(rel, 0o755 if rel in spec.executables else 0o644)
         members.append((rel, data, mode, None))
         entry = {
             "_path": rel,

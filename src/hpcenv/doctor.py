@@ -499,38 +499,42 @@ def _check_journals(layout: Layout) -> Check:
 
 
 def _check_world_writable(layout: Layout, prefixes: Mapping[Path, str | None]) -> Check:
-    from hpcenv.hygiene import cache_dirs, package_dir
+    """Any file or directory of ours, inside an env or a cache, that anyone may write (a
+    package archive's 0666 file, a chmod -R): anyone could plant code the owner runs."""
+    from hpcenv.hygiene import cache_dirs
+    from hpcenv.perms import world_writable
 
-    candidates = [
-        layout.cache_root,
-        package_dir(layout),
-        layout.envs_dir,
-        *cache_dirs(layout).values(),
-    ]
-    for prefix in prefixes:
-        candidates.append(prefix)
-        try:
-            candidates += [
-                Path(e.path) for e in os.scandir(prefix) if e.is_dir(follow_symlinks=False)
-            ]
-        except OSError:
-            continue
-    bad = []
-    for path in dict.fromkeys(candidates):
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o002 and st.st_uid == os.geteuid():
-            bad.append(path)
+    trees = [*prefixes, *cache_dirs(layout).values()]  # the rattler cache holds the packages
+    tops = [layout.cache_root, layout.envs_dir]  # the directories themselves, not below
+    bad = [p for p in tops if _world_writable_dir(p)]
+    roots: list[Path] = []
+    for tree in dict.fromkeys(trees):
+        found = list(world_writable([tree]))
+        if found:
+            roots.append(tree)
+            bad += found
+    bad = list(dict.fromkeys(bad))
     if not bad:
-        return _ok("world-writable", "no env or cache directory is world-writable")
-    return Check(
-        "world-writable",
-        Status.FAIL,
-        f"anyone can plant code in: {', '.join(str(p) for p in bad)}",
-        "chmod o-w " + " ".join(_q(p) for p in bad),
+        return _ok("world-writable", "nothing in the envs and caches is world-writable")
+    shown = ", ".join(str(p) for p in bad[:5]) + (
+        f" and {len(bad) - 5} more" if len(bad) > 5 else ""
     )
+    if len(bad) <= 10:
+        fix = "chmod o-w " + " ".join(_q(p) for p in bad)
+    else:
+        fix = " && ".join(
+            [f"chmod o-w {_q(p)}" for p in tops if p in bad]
+            + [f"find {_q(r)} -perm -o+w ! -type l -exec chmod o-w {{}} +" for r in roots]
+        )
+    return Check("world-writable", Status.FAIL, f"anyone can plant code in: {shown}", fix)
+
+
+def _world_writable_dir(path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and bool(st.st_mode & 0o002) and st.st_uid == os.geteuid()
 
 
 def _condarc_paths(home: Path, environ: Mapping[str, str]) -> list[Path]:

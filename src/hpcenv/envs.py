@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpcenv import perms
 from hpcenv.condameta import append_history, dist_string, history_entry, spec_name
 from hpcenv.envjournal import Recovered, begin_build, find_leftovers, journal_key, recover
 from hpcenv.envplan import EnvMeta, PackageChange, diff, removal, requested, solve_keeping
@@ -402,6 +403,9 @@ def create(
             if req.pip:
                 _pip_install(layout, tmp, req.pip)
                 tick()
+            perms.limit_installed(
+                tmp, layout.package_cache, solution.packages
+            )  # archives carry their modes
             now = time.time()
             EnvMeta(
                 name, str(prefix), tuple(meta_specs), tuple(channels), tuple(req.pip), cuda,
@@ -603,7 +607,7 @@ def plan_update(
     from hpcenv import engine
 
     name, prefix = resolve(layout, name_or_prefix)
-    from hpcenv.site import check_trusted
+    from hpcenv.trust import check_trusted
 
     check_trusted(prefix)
     require_writable(prefix, [prefix, prefix / "conda-meta"])
@@ -739,6 +743,7 @@ def apply_update(
             reinstall=plan.reinstall,
             show_progress=progress,
         )
+        perms.limit_installed(prefix, layout.package_cache, plan.target)  # see create
         tick()
         asked = {spec_name(s): s for s in plan.update_specs}
         _write_conda_records(

@@ -336,9 +336,11 @@ def discover(
         name = prefix.name if os.path.realpath(prefix.parent) in in_dirs else None
         add(prefix, name, "environments.txt")
     if shared_root is not None:
-        from hpcenv.site import shared_envs
+        from hpcenv.sharing import shared_envs
 
-        for env in shared_envs(shared_root):
+        listing = shared_envs(shared_root)
+        warnings += listing.warnings
+        for env in listing.envs:
             add(Path(env.prefix), env.name, "shared", f"{env.owner} (group {env.group})")
     return Discovery(tuple(found.values()), tuple(warnings))
 

@@ -72,12 +72,13 @@ def print_table(
     stderr: bool = False,
 ) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, show_edge=False, title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*("-" if v is None else str(v) for v in row))
+    for row in rows:  # Text: a '[...]' in a name or path is shown, not read as markup
+        table.add_row(*(Text("-" if v is None else str(v)) for v in row))
     console(stderr).print(table)
 
 

@@ -12,15 +12,13 @@ from hpcenv.cli.app import NAME_OPTION, PREFIX_OPTION, app, env_arg, settings
 
 
 def _resolve(ctx: typer.Context, name: str):
-    from hpcenv.envs import resolve
-    from hpcenv.site import check_trusted
     from hpcenv.storage import layout_from
+    from hpcenv.trust import resolve_for_use
 
     s = settings(ctx)
     layout = layout_from(s)
-    env_name, prefix = resolve(layout, name)
-    check_trusted(prefix)
-    return s, layout, env_name or str(prefix), prefix
+    env = resolve_for_use(layout, name)
+    return s, layout, env.name or str(env.prefix), env.prefix
 
 
 @app.command()

@@ -187,7 +187,8 @@ from hpcenv.cli import (  # noqa: E402,F401
     envs_cmd,
     hygiene_cmd,
     jobs_cmd,
+    modulefile_cmd,
     selftest_cmd,
     setup_cmd,
-    site_cmd,
+    share_cmd,
 )

@@ -27,20 +27,18 @@ def activate(args: list[str]) -> int | None:
         return None
     from hpcenv.activate import activation_script
     from hpcenv.cli.app_shell import default_shell
-    from hpcenv.envs import resolve
     from hpcenv.settings import load_settings
-    from hpcenv.site import check_trusted
     from hpcenv.storage import layout_from
+    from hpcenv.trust import resolve_for_use
 
     shell = default_shell() if shell is None else shell
     with eval_fails_on_error():
         settings = load_settings()
-        env_name, prefix = resolve(layout_from(settings), name)
-        check_trusted(prefix)
+        env = resolve_for_use(layout_from(settings), name)
         sys.stdout.write(
             activation_script(
-                prefix,
-                name=env_name or str(prefix),
+                env.prefix,
+                name=env.name or str(env.prefix),
                 shell=shell,
                 no_user_site=settings.no_user_site,
             )

@@ -36,14 +36,14 @@ def _request(
     stage,
     wrap,
 ):
-    from hpcenv import activate, envs, jobs
-    from hpcenv.site import check_trusted
+    from hpcenv import activate, jobs
     from hpcenv.storage import layout_from
+    from hpcenv.trust import resolve_for_use
 
     s = settings(ctx)
     layout = layout_from(s)
-    env_name, prefix = envs.resolve(layout, name)
-    check_trusted(prefix)
+    env = resolve_for_use(layout, name)
+    env_name, prefix = env.name, env.prefix
     argv = list(command or [])
     if argv[:1] == ["--"]:
         argv = argv[1:]
@@ -232,14 +232,14 @@ def pack_(
 
     Example:  hpcenv pack myenv -o myenv.tar.gz
     """
-    from hpcenv import envs, jobs
-    from hpcenv.site import check_trusted
+    from hpcenv import jobs
     from hpcenv.storage import layout_from
+    from hpcenv.trust import resolve_for_use
 
     layout = layout_from(settings(ctx))
     env, _ = env_arg(ctx, env, name, prefix)
-    env_name, where = envs.resolve(layout, env)
-    check_trusted(where)
+    usable = resolve_for_use(layout, env)
+    env_name, where = usable.name, usable.prefix
     result = jobs.pack(where, env_name or where.name, layout.packs_dir, out)
     if json_out:
         emit_json("pack", result)
@@ -263,16 +263,16 @@ def stage_(
 
     Example:  PREFIX=$(hpcenv stage myenv)
     """
-    from hpcenv import envs, jobs
+    from hpcenv import jobs
     from hpcenv.activate import static_script
-    from hpcenv.site import check_trusted
     from hpcenv.storage import layout_from
+    from hpcenv.trust import resolve_for_use
 
     s = settings(ctx)
     layout = layout_from(s)
     env, _ = env_arg(ctx, env, name, prefix)
-    env_name, where = envs.resolve(layout, env)
-    check_trusted(where)  # its python runs conda-unpack on every node
+    usable = resolve_for_use(layout, env)  # its python runs conda-unpack on every node
+    env_name, where = usable.name, usable.prefix
     label = env_name or where.name
     job = os.environ.get("SLURM_JOB_ID", str(os.getpid()))
     target = Path(os.path.abspath(to or jobs.default_stage_target(s.stage_dir, label, job)))
