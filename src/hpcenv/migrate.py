@@ -368,7 +368,7 @@ def plan_setup(layout: Layout, *, allow_home: bool = False, count: bool = False)
                 cross,
                 sv.files if sized else None,
                 sv.bytes if sized else None,
-                tuple(sv.conflicts),
+                tuple(sorted(sv.conflicts)),
                 sv.space if cross else None,
                 sv.inodes if cross else None,
             )
@@ -448,7 +448,7 @@ def plan_undo(layout: Layout, *, count: bool = False) -> MigrationPlan:
                 cross,
                 sv.files if sized else None,
                 sv.bytes if sized else None,
-                tuple(sv.conflicts),
+                tuple(sorted(sv.conflicts)),
                 moved.space if cross else None,
                 moved.inodes if cross else None,
             )
@@ -722,9 +722,9 @@ def _result(dp: DirPlan, mover: Mover | None = None, after: str | None = None) -
         dp.action,
         dp.files,
         dp.bytes,
-        tuple(mover.conflicts) if mover else dp.conflicts,
+        tuple(sorted(mover.conflicts)) if mover else dp.conflicts,
         mover.duplicates if mover else 0,
-        tuple(mover.skipped) if mover else (),
+        tuple(dict.fromkeys(mover.skipped)) if mover else (),  # copy and drain both see one
     )
 
 

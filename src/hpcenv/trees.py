@@ -304,11 +304,12 @@ def copy_tree(src: Path, dst: Path) -> list[str]:
     (only root may create them)."""
     links: dict[tuple[int, int], str] = {}
     skipped: list[str] = []
-    _copy_dir(str(src), str(dst), os.lstat(src), links, skipped, "")
+    resume = os.path.lexists(dst)
+    _copy_dir(str(src), str(dst), os.lstat(src), links, skipped, "", resume)
     return skipped
 
 
-def _copy_dir(src: str, dst: str, st: os.stat_result, links, skipped, rel) -> None:
+def _copy_dir(src: str, dst: str, st: os.stat_result, links, skipped, rel, resume) -> None:
     try:
         os.mkdir(dst, 0o700)
     except FileExistsError:
@@ -324,27 +325,24 @@ def _copy_dir(src: str, dst: str, st: os.stat_result, links, skipped, rel) -> No
             est = entry.stat(follow_symlinks=False)
             mode = est.st_mode
             if stat.S_ISDIR(mode):
-                _copy_dir(s, d, est, links, skipped, f"{rel}{entry.name}/")
+                _copy_dir(s, d, est, links, skipped, f"{rel}{entry.name}/", resume)
                 continue
             key = (est.st_dev, est.st_ino)
             if stat.S_ISREG(mode) and est.st_nlink > 1 and key in links:
                 first = links[key]
-                if os.path.lexists(d):
+                if resume and os.path.lexists(d):
                     if os.path.samestat(os.lstat(d), os.lstat(first)):
                         continue
                     os.unlink(d)
                 os.link(first, d)
                 tick()
                 continue
-            if stat.S_ISREG(mode):
-                if est.st_nlink > 1:
-                    links[key] = d
-                if _copied_whole(d, est):
+            if stat.S_ISREG(mode) and est.st_nlink > 1:
+                links[key] = d
+            if resume and os.path.lexists(d):  # an earlier run's
+                if not stat.S_ISREG(mode) or _copied_whole(d, est):
                     continue
-                if os.path.lexists(d):
-                    os.unlink(d)
-            elif os.path.lexists(d):
-                continue  # a link or node made by an earlier run
+                os.unlink(d)
             if copy_node(s, est, d):
                 tick()
             else:
@@ -382,9 +380,14 @@ def copy_node(src: str, st: os.stat_result, dst: str) -> bool:
     return True
 
 
+def _foreign_owner(st: os.stat_result) -> bool:
+    """Root copying another user's entry: its owner is kept."""
+    return os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, os.getegid())
+
+
 def _set_meta(path: str, st: os.stat_result) -> None:
     link = stat.S_ISLNK(st.st_mode)
-    if os.geteuid() == 0:
+    if _foreign_owner(st):
         os.lchown(path, st.st_uid, st.st_gid)
     if not link:
         os.chmod(path, stat.S_IMODE(st.st_mode))
@@ -402,7 +405,7 @@ def _copy_file(src: str, dst: str) -> None:
                 _copy_sparse(fin, fout, st.st_size)
             else:
                 _copy_range(fin, fout, 0, st.st_size)
-            if os.geteuid() == 0:
+            if _foreign_owner(st):
                 os.fchown(fout, st.st_uid, st.st_gid)
             os.fchmod(fout, stat.S_IMODE(st.st_mode))
             os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))  # last: marks the copy whole
@@ -511,7 +514,7 @@ class Mover:
         elif kind == MOVE:
             self._place(s, s_st, d, os.path.join(conflicts, name), conflicts, name, rel)
         elif kind == DUPLICATE:
-            if self._remove_verified(s, s_st, d, conflicts, name) and self.count_duplicates:
+            if self._remove_verified(s, s_st, d, d_st, conflicts, name) and self.count_duplicates:
                 self.duplicates += 1
         else:
             self._keep(s, s_st, conflicts, name, rel)
@@ -528,7 +531,7 @@ class Mover:
                 self.drain(s, kept, kept, rel + "/")  # merge into the copy kept earlier
                 return
             if identical(s, s_st, kept, k_st, self.clock):
-                self._remove_verified(s, s_st, kept, conflicts, name)
+                self._remove_verified(s, s_st, kept, k_st, conflicts, name)
                 return
         os.makedirs(conflicts, 0o700, exist_ok=True)
         target = free_name(conflicts, name)
@@ -574,7 +577,7 @@ class Mover:
             os.unlink(tmp)
             return False
         tick()
-        self._remove_verified(s, s_st, target, conflicts, name)
+        self._remove_verified(s, s_st, target, os.lstat(target), conflicts, name)
         return True
 
     def _tmp_path(self, target_dir: str) -> str:
@@ -583,7 +586,7 @@ class Mover:
         self._serial += 1
         return str(directory / f"{os.getpid()}-{self._serial}")
 
-    def _remove_verified(self, s: str, s_st, copy: str, conflicts: str, name: str) -> bool:
+    def _remove_verified(self, s: str, s_st, copy: str, c_st, conflicts: str, name: str) -> bool:
         """Remove `s` if it is, now, identical to `copy`. It is first renamed to a private
         name, so no one can replace or open it by path while it is compared; a write through
         a descriptor opened earlier that lands during the comparison is saved under
@@ -602,7 +605,6 @@ class Mover:
             else:
                 tick()
         try:
-            c_st = os.lstat(copy)
             if not stat.S_ISREG(s_st.st_mode):
                 t_st = os.lstat(trash)
                 if t_st.st_ino != s_st.st_ino or not identical(trash, t_st, copy, c_st):
@@ -640,9 +642,10 @@ class Mover:
                 return self._put_back(trash, s)
             os.unlink(trash)
             tick()
-            st2 = os.fstat(fd)
-            if lease is None and (st2.st_size, st2.st_mtime_ns) != (st1.st_size, st1.st_mtime_ns):
-                self._rescue(fd, st2, conflicts, name)  # written to while we compared
+            if lease is None:  # no lease here: check for a write that landed meanwhile
+                st2 = os.fstat(fd)
+                if (st2.st_size, st2.st_mtime_ns) != (st1.st_size, st1.st_mtime_ns):
+                    self._rescue(fd, st2, conflicts, name)
             return True
         finally:
             os.close(fd)  # and with it the lease

@@ -49,7 +49,8 @@ def setup(
         report = migrate.dry_run_report(plan)
     else:
         if plan.changes and any(d.action in ("move", "restore") for d in plan.dirs):
-            _show_plan(plan)
+            if not json_out:  # stdout is the JSON document then
+                _show_plan(plan)
             what = "Move these directories back home" if undo else "Move these directories"
             if not yes and typer.get_text_stream("stdin").isatty():
                 if not typer.confirm(f"{what}?", default=True):
