@@ -13,18 +13,20 @@ locks (this home, this storage root), journaling each phase. Setup of one direct
 2. Swap: `~/.cache.hpcenv-moving` is made a symlink to `STORAGE/.cache` and exchanged with
    `~/.cache` in one atomic rename (two renames where the filesystem lacks RENAME_EXCHANGE).
    From then on new files land in storage; the old directory is aside (journal: `swapped`).
-3. Merge the staging copy into `STORAGE/.cache` by renames (`trees.Mover.drain`).
+3. Merge the staging copy into `STORAGE/.cache` by renames (`trees.Mover.drain`; `merged`).
 4. Drain the aside directory into `STORAGE/.cache`: by renames on one filesystem; across two,
    each entry is removed only once checked identical to its copy at that moment, and what is
    new or changed (written through open descriptors or working directories) is copied or kept
    in conflicts. Then the journal says `linked`.
 
-`--undo` is the mirror image (`copied`, `unlinked`, `restored`): `~/.cache` becomes a real
-directory at once and `STORAGE/.cache` is drained into it. Each step looks at the filesystem
-to see what is left to do, so a re-run finishes an interrupted run and either direction takes
-over from the other (`--undo` after a killed setup moves back what had moved). The journal
-keeps only what the filesystem cannot show: a complete staging copy (`copied`), the aside it
-was copied from (`swapped`), and the source filesystem's time before the copy (`clock`).
+`--undo` is the mirror image (`copied`, `unlinked`, `merged`, `restored`): `~/.cache` becomes
+a real directory at once and `STORAGE/.cache` is drained into it. Each step looks at the
+filesystem to see what is left to do, so a re-run finishes an interrupted run and either
+direction takes over from the other (`--undo` after a killed setup moves back what had moved).
+The journal keeps only what the filesystem cannot show: that the staging copy is complete
+(`copied`) and merged (`merged`), the aside it was copied from (`swapped`), and the source
+filesystem's time before the copy (`clock`, which lets the drain skip re-reading files not
+changed since: see `trees.identical`).
 """
 
 from __future__ import annotations
@@ -615,6 +617,19 @@ def _copy_phase(run: _Run, dp: DirPlan, src: Path, staging: Path, mover: Mover) 
     run.journal.record(dir=dp.name, phase="copied")
 
 
+def _merge_staging(run, dp, staging: Path, dst: Path, conflicts: Path, copied: bool, mover) -> bool:
+    """Merge a complete staging copy into `dst` (renames); drop a partial one (its originals
+    are all still in the source). True once the journal says the copy is merged: only then
+    may the drain of the source trust its clock."""
+    if os.path.lexists(staging):
+        if copied:
+            mover.drain(staging, dst, conflicts)
+            run.journal.record(dir=dp.name, phase="merged")
+        else:
+            _discard(staging)
+    return run.journal.last(dir=dp.name, phase="merged") is not None
+
+
 def _start(run: _Run, dp: DirPlan, clock_dir: Path, copy_source: bool) -> dict:
     start = run.journal.last(dir=dp.name, phase="start")
     if start is None:
@@ -651,14 +666,10 @@ def _setup_dir(run: _Run, dp: DirPlan) -> DirResult:
     elif not os.path.lexists(home_path):
         _link(home_path, storage_path)
     conflicts = run.conflicts_root / name.lstrip(".")
-    if os.path.lexists(staging):
-        if copied:
-            mover.drain(staging, storage_path, conflicts)
-        else:
-            _discard(staging)  # a partial copy: its originals are still in the source
+    merged = _merge_staging(run, dp, staging, storage_path, conflicts, copied, mover)
     swapped = journal.last(dir=name, phase="swapped")
     for aside in _asides(home_path):
-        trusted = copied and swapped is not None and swapped.get("aside") == aside.name
+        trusted = merged and swapped is not None and swapped.get("aside") == aside.name
         mover.clock = start.get("clock") if trusted else None
         mover.count_duplicates = not trusted
         mover.drain(aside, storage_path, conflicts)
@@ -690,16 +701,12 @@ def _undo_dir(run: _Run, dp: DirPlan) -> DirResult:
     elif not os.path.lexists(home_path):
         _mkdir(home_path, _mode_of(storage_path))
     conflicts = run.conflicts_root / name.lstrip(".")
-    if os.path.lexists(staging):
-        if copied:
-            mover.drain(staging, home_path, conflicts)
-        else:
-            _discard(staging)
+    merged = _merge_staging(run, dp, staging, home_path, conflicts, copied, mover)
     for aside in _asides(home_path):  # what an interrupted setup had put aside: home to home
         mover.drain(aside, home_path, conflicts)
     if _real_dir(storage_path):
-        mover.clock = start.get("clock") if copied else None
-        mover.count_duplicates = not copied
+        mover.clock = start.get("clock") if merged else None
+        mover.count_duplicates = not merged
         mover.drain(storage_path, home_path, conflicts)
     journal.record(dir=name, phase="restored")
     return _result(dp, mover)
