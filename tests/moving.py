@@ -51,11 +51,13 @@ def run_setup(
     tick_delay: float = 0.0,
     count_ticks: list[int] | None = None,
     busy_wait: float | None = None,
+    no_renameat2: bool = False,
     **env: str,
 ) -> Ran:
     """`hpcenv setup --yes ARGS` in a forked child. `kill_after=K`: SIGKILL after step K (the
     journal's hook); `fail_after=K`: an I/O error (EIO) raised at step K instead, as a failing
-    disk would; `count_ticks`: receives the number of steps taken."""
+    disk would; `count_ticks`: receives the number of steps taken; `no_renameat2`: as on a
+    system without renameat2 (no atomic exchange: the swap takes two renames)."""
     out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     ticks = tempfile.NamedTemporaryFile(delete=False)
     pid = os.fork()
@@ -76,6 +78,8 @@ def run_setup(
             )
             if busy_wait is not None:
                 trees.BUSY_WAIT = busy_wait
+            if no_renameat2:
+                trees._renameat2 = False
             if fail_after:
                 _inject_failure(fail_after)
             typer.main.get_command = lambda _app: _COMMAND
@@ -131,8 +135,16 @@ class Writer:
     only once written and closed; `written()` maps its path relative to the redirected
     directory to its content."""
 
-    def __init__(self, dirs: list[Path], fd_dirs: list[Path], log: Path, pause: float = 0.01):
+    def __init__(
+        self,
+        dirs: list[Path],
+        fd_dirs: list[Path],
+        log: Path,
+        pause: float = 0.01,
+        make_dirs: bool = False,
+    ):
         self.dirs, self.fd_dirs, self.log, self.pause = dirs, fd_dirs, log, pause
+        self.make_dirs = make_dirs  # `mkdir -p` as programs do: may re-create ~/.cache itself
         self.pid = 0
 
     def __enter__(self) -> Writer:
@@ -163,7 +175,10 @@ class Writer:
                 content = f"{rel} {n} {os.getpid()} by path\n".encode()
                 if not self._write(str(d / rel), None, content):
                     try:
-                        os.mkdir(d / "w")  # never creates `d` itself
+                        if self.make_dirs and i == 0:
+                            os.makedirs(d / "w", exist_ok=True)
+                        else:
+                            os.mkdir(d / "w")  # never creates `d` itself
                     except OSError:
                         continue
                     if not self._write(str(d / rel), None, content):

@@ -5,6 +5,7 @@ across two. Every file ever written must end up in place or under the conflicts 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -139,6 +140,68 @@ def test_nothing_is_lost_whatever_step_fails_while_a_writer_writes(world, op):
             got = stable_snapshot(home, storage)
             assert got == reference, f"differs from an uninterrupted run after {fault} at {k}"
         world.drop(name)
+
+
+@pytest.mark.parametrize("op", ["setup", "undo"])
+def test_without_renameat2_the_two_rename_swap_loses_nothing(tmp_path, op):
+    """Where the filesystem cannot exchange two names atomically, ~/.cache is absent for a
+    moment, and a program's `mkdir -p` may make it a directory again: that one is moved too."""
+    world = World(tmp_path, tmp_path / "storage", cross=False)
+    home, storage, _ = world.make("ref", op)
+    ticks: list[int] = []
+    assert (
+        run_setup(home, storage, *args_of(op), count_ticks=ticks, no_renameat2=True).returncode == 0
+    )
+    world.drop("ref")
+    for k in range(1, ticks[0] + 1):
+        home, storage, before = world.make(f"k{k}", op)
+        dirs = [home / ".cache", storage / ".cache"]
+        log = home.parent / "written"
+        with Writer(dirs, [home / ".cache" / "fdw"], log, pause=0.002, make_dirs=True) as writer:
+            broken = run_setup(
+                home, storage, *args_of(op), kill_after=k, tick_delay=0.0005, no_renameat2=True
+            )
+            assert broken.returncode == -9, (k, broken.stderr)
+            again = run_setup(home, storage, *args_of(op), no_renameat2=True)
+            assert again.returncode == 0, (k, again.stderr)
+        final = storage if op == "setup" else home
+        assert_nothing_lost(_expected(before, writer), final, storage)
+        assert_finished(op, home, storage)
+        world.drop(f"k{k}")
+
+
+def test_a_cache_re_created_in_the_gap_of_a_two_rename_swap_is_moved_too(tmp_path):
+    home, storage = tmp_path / "home", tmp_path / "storage"
+    (home / ".cache" / "pip").mkdir(parents=True)
+    (home / ".cache" / "pip" / "old").write_text("there before\n")
+    storage.mkdir()
+    before = {".cache/pip/old": b"there before\n"}
+    actor = os.fork()
+    if actor == 0:  # a program that runs `mkdir -p ~/.cache/pip` at the wrong moment
+        code = 1
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                aside = home / ".cache.hpcenv-moving"
+                if (
+                    not os.path.lexists(home / ".cache")
+                    and aside.is_dir()
+                    and not aside.is_symlink()
+                ):
+                    (home / ".cache" / "pip").mkdir(parents=True)
+                    (home / ".cache" / "pip" / "new").write_text("made in the gap\n")
+                    code = 0
+                    break
+                time.sleep(0.001)
+        finally:
+            os._exit(code)
+    done = run_setup(home, storage, tick_delay=0.2, no_renameat2=True, HPCENV_REDIRECT=".cache")
+    _, status = os.waitpid(actor, 0)
+    assert os.WEXITSTATUS(status) == 0, "the gap was not seen"
+    assert done.returncode == 0, done.stderr
+    before[".cache/pip/new"] = b"made in the gap\n"
+    assert_nothing_lost(before, storage, storage)
+    assert_finished("setup", home, storage, names=(".cache",))
 
 
 @pytest.mark.parametrize("op", ["setup", "undo"])
