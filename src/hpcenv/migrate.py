@@ -97,6 +97,7 @@ class MigrationPlan:
     warnings: tuple[str, ...] = ()
     resuming: bool = False  # this op's journal is unfinished
     takes_over: bool = False  # the other op's journal is unfinished: this run reverses it
+    seen: tuple = ()  # what the plan was made from (`_seen`): unchanged, it still holds
 
     @property
     def changes(self) -> bool:
@@ -383,7 +384,13 @@ def plan_setup(layout: Layout, *, allow_home: bool = False, count: bool = False)
             "an interrupted `hpcenv setup --undo` is reversed: everything moves to storage"
         )
     return MigrationPlan(
-        "setup", layout, tuple(dirs), tuple(warnings), "setup" in pending, "undo" in pending
+        "setup",
+        layout,
+        tuple(dirs),
+        tuple(warnings),
+        "setup" in pending,
+        "undo" in pending,
+        _seen(layout),
     )
 
 
@@ -461,8 +468,26 @@ def plan_undo(layout: Layout, *, count: bool = False) -> MigrationPlan:
     if "setup" in pending:
         warnings.append("an interrupted `hpcenv setup` is reversed: everything moves back home")
     return MigrationPlan(
-        "undo", layout, tuple(dirs), tuple(warnings), "undo" in pending, "setup" in pending
+        "undo",
+        layout,
+        tuple(dirs),
+        tuple(warnings),
+        "undo" in pending,
+        "setup" in pending,
+        _seen(layout),
     )
+
+
+def _seen(layout: Layout) -> tuple:
+    """What a plan depends on that another hpcenv run changes: each directory's state, the
+    names aside, the unfinished journals. (Counting a tree again is what this saves.)"""
+    dirs = []
+    for name in layout.redirect:
+        home_path, storage_path = layout.home_dir(name), layout.storage_dir(name)
+        link = os.readlink(home_path) if os.path.islink(home_path) else None
+        asides = tuple(str(p) for p in _aside_entries(home_path))
+        dirs.append((_classify(home_path, storage_path), link, _real_dir(storage_path), asides))
+    return tuple(dirs), tuple(sorted(_pending(layout)))
 
 
 def _check_space(target: Path, dirs: list[DirPlan]) -> None:
@@ -817,16 +842,16 @@ def execute(
     replan: Callable[[], MigrationPlan] | None = None,
 ) -> SetupReport:
     """Carry out a plan under this home's and the storage root's locks, journaled. `replan`
-    recomputes the plan once the locks are held (another process may have changed things
-    since it was made)."""
+    recomputes the plan once the locks are held if another run changed what it was made
+    from."""
     layout = plan.layout
     if not (plan.changes or plan.resuming or plan.takes_over):
         return _report(plan, [_result(d) for d in plan.dirs], None, False, False)
     ensure_private_dir(layout.home_state_dir)
     ensure_state_dir(layout)
     with _locks(layout, lock_timeout, on_wait) as waited:
-        if replan is not None:
-            plan = replan()
+        if replan is not None and _seen(layout) != plan.seen:
+            plan = replan()  # another run changed things since the plan was made
         if not (plan.changes or plan.resuming or plan.takes_over):
             return _report(plan, [_result(d) for d in plan.dirs], None, False, waited)
         _supersede(layout, plan.op)
