@@ -282,6 +282,9 @@ def _refuse_problems(problems: list[str], roots: list[Path]) -> None:
         f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
     )
     n = len(problems)
+    roots = [
+        r for r in roots if any(p.startswith(f"{r}/") or p.startswith(f"{r} ") for p in problems)
+    ]
     fixes = " and ".join(f"`chmod -R u+rwX {shlex.quote(str(r))}`" for r in roots)
     raise RefusedError(
         f"{n} entr{'y' if n == 1 else 'ies'} cannot be moved by {user}: {shown}",

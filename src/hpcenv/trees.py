@@ -282,7 +282,9 @@ def _tally(sv: Survey, st: os.stat_result, seen: set, block: int) -> None:
 def _problem(path: str | Path, st: os.stat_result, what: str) -> str:
     owner = _user(st.st_uid)
     mine = st.st_uid == os.geteuid()
-    return f"{path} ({what}: mode {stat.S_IMODE(st.st_mode):o}{'' if mine else ', owner ' + owner})"
+    return (
+        f"{path} ({what}: mode {stat.S_IMODE(st.st_mode):03o}{'' if mine else ', owner ' + owner})"
+    )
 
 
 def _user(uid: int) -> str:
