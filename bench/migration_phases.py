@@ -5,9 +5,10 @@ rm -rf of the same tree (the profile behind the migration row of bench/RESULTS.m
     python bench/migration_phases.py            # 100,000 files of 200 B (root: mounts a tmpfs)
     python bench/migration_phases.py --files 10000
 
-Each phase is the library function `hpcenv setup` runs, timed in this process: copy_tree
-(copy preserving modes, times, links), verify_copy (re-stat both trees), merge_tree (rename
-into place) and remove_tree (delete the home copy); count_tree is the plan's sizing walk.
+Each phase is the library function `hpcenv setup` runs, timed in this process: survey (the
+plan's walk: sizes, blocks, what this user may move), copy_tree (copy preserving modes, times,
+links, holes), drain of the staging copy into place (renames), and drain of the home copy
+(each file removed once checked identical to its copy, under a write lease).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from hpcenv import migrate  # noqa: E402
+from hpcenv import trees  # noqa: E402
 
 
 def timed(label: str, fn) -> float:
@@ -60,17 +61,28 @@ def main() -> int:
                     shutil.rmtree(p)
                 cp = timed("cp -a", lambda: subprocess.run(["cp", "-a", src, fs2 / "cp"]))
                 rm = timed("rm -rf (the copy)", lambda: subprocess.run(["rm", "-rf", fs2 / "cp"]))
-                n = timed("count_tree (plan)", lambda: migrate.count_tree(src))
-                c = timed("copy_tree", lambda: migrate.copy_tree(src, fs2 / "staging"))
-                v = timed("verify_copy", lambda: migrate.verify_copy(src, fs2 / "staging"))
-                (fs2 / "dst" / "x").mkdir(parents=True)
-                m = timed(
-                    "merge_tree",
-                    lambda: migrate.merge_tree(fs2 / "staging", fs2 / "dst" / "x", fs2 / "c"),
+                n = timed(
+                    "survey (plan)",
+                    lambda: trees.survey(src, None, copy=True, count=True),
                 )
-                shutil.copytree(src, work / "victim", symlinks=True)
-                r = timed("remove_tree", lambda: migrate.remove_tree(work / "victim"))
-                total = n + c + v + m + r
+                clock = time.time_ns()  # as the run takes it: before the copy begins
+                c = timed("copy_tree", lambda: trees.copy_tree(src, fs2 / "staging"))
+                (fs2 / "dst" / "x").mkdir(parents=True)
+                tmp = {os.lstat(fs2).st_dev: fs2 / "tmp", os.lstat(work).st_dev: work / "tmp"}
+                m = timed(
+                    "drain staging (merge)",
+                    lambda tmp=tmp: trees.Mover(tmp).drain(
+                        fs2 / "staging", fs2 / "dst" / "x", fs2 / "c"
+                    ),
+                )
+                r = timed(
+                    "drain home (checked removal)",
+                    lambda tmp=tmp, clock=clock: trees.Mover(tmp, clock=clock).drain(
+                        src, fs2 / "dst" / "x", fs2 / "c"
+                    ),
+                )
+                shutil.copytree(fs2 / "dst" / "x", src, symlinks=True)  # for the next run
+                total = n + c + m + r
                 print(
                     f"  phases {total * 1000:.0f} ms; throughput vs cp -a {cp / total:.2f}, "
                     f"vs cp -a + rm -rf {(cp + rm) / total:.2f}"

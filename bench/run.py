@@ -176,7 +176,7 @@ def bench_migration(quick: bool, work: Path) -> list[Row | Skipped]:
                     cp,
                     "throughput >= 0.8 x cp -a",
                     ratio >= 0.8,
-                    f"throughput ratio {ratio:.2f} (copy + verify + merge + remove source)",
+                    f"throughput ratio {ratio:.2f} (copy + merge + checked removal of the source)",
                 )
             )
             out.append(

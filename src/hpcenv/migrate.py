@@ -1,45 +1,75 @@
 """Moving the redirected directories (`~/.cache`, `~/.conda`, ...) to storage and back.
 
-`plan_setup` / `plan_undo` look at the filesystem and the journal and return a plan (pure: no
-changes); `execute` carries a plan out, journaling each phase before it starts, so that after
-`kill -9` at any point the same command finishes the job. Nothing is ever deleted that has not
-first been proven to exist elsewhere: a merge never overwrites, a conflicting copy is kept under
-`STORAGE/.hpcenv/conflicts/<time>/`, and a source tree is removed only after its copy was
-verified and merged.
+The promise: a file that is in the source directory at any moment before the link is in place
+ends up in the destination or under `STORAGE/.hpcenv/conflicts/<time>/`, never deleted,
+whatever runs beside hpcenv, whenever it is killed and however often it is re-run.
 
-Phases of one directory, each recorded in the journal before the next begins:
+`plan_setup` / `plan_undo` look at the filesystem and return a plan (pure: no changes; they
+refuse, exit 2, what cannot work before anything moves); `execute` carries it out under two
+locks (this home, this storage root), journaling each phase. Setup of one directory:
 
-    setup, same filesystem:   start -> (renames) merged -> linked
-    setup, across filesystems: start -> (copy to staging, verify) copied -> (renames) merged
-                               -> (remove the home tree) linked
-    undo:                     start -> unlinked -> [copied ->] merged -> restored
+1. Across filesystems, copy `~/.cache` into `STORAGE/.hpcenv/staging/.cache` while it stays in
+   use (journal: `copied`). Running out of space here changes nothing.
+2. Swap: `~/.cache.hpcenv-moving` is made a symlink to `STORAGE/.cache` and exchanged with
+   `~/.cache` in one atomic rename (two renames where the filesystem lacks RENAME_EXCHANGE).
+   From then on new files land in storage; the old directory is aside (journal: `swapped`).
+3. Merge the staging copy into `STORAGE/.cache` by renames (`trees.Mover.drain`; `merged`).
+4. Drain the aside directory into `STORAGE/.cache`: by renames on one filesystem; across two,
+   each entry is removed only once checked identical to its copy at that moment, and what is
+   new or changed (written through open descriptors or working directories) is copied or kept
+   in conflicts. Then the journal says `linked`.
+
+`--undo` is the mirror image (`copied`, `unlinked`, `merged`, `restored`): `~/.cache` becomes
+a real directory at once and `STORAGE/.cache` is drained into it. Each step looks at the
+filesystem to see what is left to do, so a re-run finishes an interrupted run and either
+direction takes over from the other (`--undo` after a killed setup moves back what had moved).
+The journal keeps only what the filesystem cannot show: that the staging copy is complete
+(`copied`) and merged (`merged`), the aside it was copied from (`swapped`), and the source
+filesystem's time before the copy (`clock`, which lets the drain skip re-reading files not
+changed since: see `trees.identical`).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import shlex
 import shutil
 import stat
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpcenv.errors import OperationError, RefusedError, UsageError
+from hpcenv.errors import HpcenvError, LockedError, OperationError, RefusedError, UsageError
 from hpcenv.journal import Journal, StorageLock, tick
 from hpcenv.report import human_bytes
 from hpcenv.storage import (
+    STATE_DIR_NAME,
     Layout,
     check_storage,
     ensure_private_dir,
     ensure_state_dir,
-    free_bytes,
-    same_filesystem,
+    is_within,
+)
+from hpcenv.trees import (
+    MAX_PASSES,
+    Mover,
+    StillOpen,
+    StillWriting,
+    Survey,
+    copy_tree,
+    exchange,
+    free_name,
+    rename_noreplace,
+    survey,
 )
 
-SPACE_MARGIN = 1024 * 1024  # plus 1% of what moves; block and inode overhead is not counted
-PHASES = ("start", "unlinked", "copied", "merged", "linked", "restored")
+SPACE_MARGIN = 1024 * 1024  # plus 1% of what moves
+ASIDE_SUFFIXES = (".hpcenv-moving", ".hpcenv-restoring")  # ~/.cache.hpcenv-moving[.N]
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -49,12 +79,14 @@ class DirPlan:
     name: str
     home_path: Path
     storage_path: Path
-    before: str  # absent | linked | directory | (undo) unlinked
+    before: str  # absent | linked | directory | dangling
     action: str  # none | link | move | restore
     cross_fs: bool = False
     files: int | None = None  # counted when a copy is needed, or for --dry-run
     bytes: int | None = None
-    resume_phase: str | None = None
+    conflicts: tuple[str, ...] = ()  # predicted by the same decisions the run makes
+    space: int | None = None  # what the copy takes on the target filesystem
+    inodes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +95,9 @@ class MigrationPlan:
     layout: Layout
     dirs: tuple[DirPlan, ...]
     warnings: tuple[str, ...] = ()
-    resuming: bool = False
+    resuming: bool = False  # this op's journal is unfinished
+    takes_over: bool = False  # the other op's journal is unfinished: this run reverses it
+    seen: tuple = ()  # what the plan was made from (`_seen`): unchanged, it still holds
 
     @property
     def changes(self) -> bool:
@@ -82,7 +116,7 @@ class DirResult:
     bytes: int | None
     conflicts: tuple[str, ...] = ()
     duplicates: int = 0
-    skipped: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()  # device files not recreated (only root may)
 
 
 @dataclass(frozen=True)
@@ -118,26 +152,46 @@ def _classify(home_path: Path, storage_path: Path) -> str:
     return "other"
 
 
-def count_tree(path: Path) -> tuple[int, int]:
-    """(files, bytes) under `path`, hardlinks once, symlinks not followed."""
-    files = size = 0
-    seen: set[tuple[int, int]] = set()
-    stack = [str(path)]
-    while stack:
-        with os.scandir(stack.pop()) as it:
-            for entry in it:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                    continue
-                files += 1
-                st = entry.stat(follow_symlinks=False)
-                if st.st_nlink > 1:
-                    key = (st.st_dev, st.st_ino)
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                size += st.st_size
-    return files, size
+def _real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _our_link(home_path: Path, storage_path: Path) -> bool:
+    """A symlink to the storage directory, even while that does not exist."""
+    return os.path.islink(home_path) and os.readlink(home_path) == str(storage_path)
+
+
+def _aside_entries(home_path: Path) -> list[Path]:
+    """`~/.cache.hpcenv-moving`, `~/.cache.hpcenv-moving.1`, `~/.cache.hpcenv-restoring`..."""
+    found = []
+    with os.scandir(home_path.parent) as it:
+        for entry in it:
+            for suffix in ASIDE_SUFFIXES:
+                base = home_path.name + suffix
+                rest = entry.name[len(base) :]
+                if entry.name.startswith(base) and (
+                    not rest or rest[1:].isdigit() and rest[0] == "."
+                ):
+                    found.append(Path(entry.path))
+    return sorted(found)
+
+
+def _asides(home_path: Path) -> list[Path]:
+    """The aside directories (a swap put the old directory there)."""
+    return [p for p in _aside_entries(home_path) if _real_dir(p)]
+
+
+def _checked_asides(home_path: Path, storage_path: Path) -> list[Path]:
+    for path in _aside_entries(home_path):
+        if not _real_dir(path) and not _our_link(path, storage_path):
+            raise RefusedError(
+                f"{path} is in the way: hpcenv uses that name while moving {home_path}",
+                hint=f"move it away (`mv {shlex.quote(str(path))} ...`), then re-run",
+            )
+    return _asides(home_path)
 
 
 def _condarc_warnings(home: Path) -> list[str]:
@@ -162,60 +216,119 @@ def _condarc_warnings(home: Path) -> list[str]:
     return warnings
 
 
-def _journal_phases(layout: Layout, op: str) -> dict[str, str] | None:
-    path = layout.journal_dir / f"{op}.jsonl"
-    if not path.is_file():
-        return None
-    import json
-
-    phases: dict[str, str] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if "dir" in rec and "phase" in rec:
-            phases[rec["dir"]] = rec["phase"]
-    return phases
+def _pending(layout: Layout) -> set[str]:
+    return set(Journal.pending(layout.journal_dir)) & {"setup", "undo"}
 
 
-def _refuse_pending_other(layout: Layout, op: str) -> None:
-    other = "undo" if op == "setup" else "setup"
-    if (layout.journal_dir / f"{other}.jsonl").exists():
-        cmd = "hpcenv setup --undo" if other == "undo" else "hpcenv setup"
+def _check_redirect(layout: Layout) -> None:
+    """Refuse a redirected directory that is, holds or overlaps hpcenv's own state."""
+    for name in layout.redirect:
+        if name.startswith(STATE_DIR_NAME) or ".hpcenv-" in name:
+            raise UsageError(
+                f"the redirected directory {name!r} would overlap hpcenv's own state "
+                f"({layout.state_dir}, {layout.home_state_dir})",
+                hint="remove it from the `redirect` setting",
+            )
+        home_path = layout.home_dir(name)
+        if os.path.lexists(home_path) and not os.path.islink(home_path):
+            if is_within(layout.root, home_path):
+                raise UsageError(
+                    f"the storage area {layout.root} is inside {home_path}, which would move",
+                    hint="pass --storage DIR outside it, or remove it from `redirect`",
+                )
+
+
+def _check_home_writable(home: Path) -> None:
+    if not os.access(home, os.W_OK | os.X_OK):
         raise RefusedError(
-            f"an interrupted `{cmd}` has not been finished",
-            hint=f"run `{cmd}` first to finish it, then re-run this command",
+            f"your home directory {home} is not writable (read-only filesystem or "
+            "permissions), so its directories cannot become links",
+            hint="run it where home is writable (a login node); nothing was changed",
         )
+
+
+def _check_storage_dir(layout: Layout, storage_path: Path) -> None:
+    if os.path.lexists(storage_path) and not _real_dir(storage_path):
+        raise RefusedError(
+            f"{storage_path} exists but is not a directory",
+            hint="move it away, then re-run `hpcenv setup`",
+        )
+    if _real_dir(storage_path) and _dev(storage_path) != _dev(layout.root):
+        raise RefusedError(
+            f"{storage_path} is a mount point; hpcenv cannot move it",
+            hint="remove it from the `redirect` setting",
+        )
+
+
+def _check_home_dir(layout: Layout, home_path: Path) -> None:
+    if _real_dir(home_path) and _dev(home_path) != _dev(layout.home):
+        raise RefusedError(
+            f"{home_path} is a mount point; hpcenv cannot move it",
+            hint="remove it from the `redirect` setting",
+        )
+
+
+def _dev(path: Path) -> int:
+    return os.lstat(path).st_dev
+
+
+def _refuse_problems(problems: list[str], roots: list[Path]) -> None:
+    if not problems:
+        return
+    import pwd
+
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    shown = "; ".join(problems[:5]) + (
+        f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+    )
+    n = len(problems)
+    roots = [
+        r for r in roots if any(p.startswith(f"{r}/") or p.startswith(f"{r} ") for p in problems)
+    ]
+    fixes = " and ".join(f"`chmod -R u+rwX {shlex.quote(str(r))}`" for r in roots)
+    raise RefusedError(
+        f"{n} entr{'y' if n == 1 else 'ies'} cannot be moved by {user}: {shown}",
+        hint=f"run {fixes} (entries of another user need that user or root), then re-run; "
+        "nothing was changed",
+    )
+
+
+def _add(total: Survey, part: Survey) -> Survey:
+    for name in ("files", "bytes", "space", "inodes"):
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+    total.conflicts += part.conflicts
+    total.problems += part.problems
+    return total
+
+
+def _block(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_frsize or st.f_bsize or 4096
 
 
 def plan_setup(layout: Layout, *, allow_home: bool = False, count: bool = False) -> MigrationPlan:
     """Decide, for each redirected directory, what `hpcenv setup` must do. Changes nothing.
 
-    Refuses (exit 2) a symlink that points elsewhere or dangles, a non-directory, a storage
-    area that is unusable, and a cross-filesystem move that cannot fit.
+    Refuses (exit 2): a redirect that overlaps hpcenv's state, an unusable storage area, a
+    symlink that points elsewhere or dangles, a non-directory, a read-only home, entries this
+    user cannot move, and a cross-filesystem move that cannot fit (blocks and inodes).
     """
+    _check_redirect(layout)
     check_storage(layout, allow_home=allow_home)
-    _refuse_pending_other(layout, "setup")
-    phases = _journal_phases(layout, "setup") or {}
-    dirs = []
+    pending = _pending(layout)
+    found = []
     for name in layout.redirect:
         home_path, storage_path = layout.home_dir(name), layout.storage_dir(name)
         state = _classify(home_path, storage_path)
-        if os.path.lexists(storage_path) and (
-            os.path.islink(storage_path) or not storage_path.is_dir()
-        ):
-            raise RefusedError(
-                f"{storage_path} exists but is not a directory",
-                hint="move it away, then re-run `hpcenv setup`",
-            )
+        _check_storage_dir(layout, storage_path)
+        ours = state == "dangling" and _our_link(home_path, storage_path)
         if state == "link-elsewhere":
             raise RefusedError(
                 f"{home_path} is a symlink to {os.readlink(home_path)}, not to {storage_path}",
                 hint=f"move that data yourself and remove the link (`rm {home_path}`), "
                 "then re-run `hpcenv setup`",
             )
-        if state == "dangling":
+        if state == "dangling" and not ours:
             raise RefusedError(
                 f"{home_path} is a dangling symlink to {os.readlink(home_path)}",
                 hint=f"remove it (`rm {home_path}`) or restore its target, then re-run",
@@ -225,444 +338,416 @@ def plan_setup(layout: Layout, *, allow_home: bool = False, count: bool = False)
                 f"{home_path} exists but is not a directory",
                 hint="move it away, then re-run `hpcenv setup`",
             )
-        phase = phases.get(name)
-        if state == "linked":
-            dirs.append(DirPlan(name, home_path, storage_path, state, "none"))
+        _check_home_dir(layout, home_path)
+        asides = _checked_asides(home_path, storage_path)
+        if state == "linked" and not asides:
+            action = "none"
+        elif state in ("absent", "dangling") and not asides:
+            action = "link"
+        else:
+            action = "move"
+        found.append((name, home_path, storage_path, state, action, asides))
+    if any(f[4] != "none" for f in found):
+        _check_home_writable(layout.home)
+    block = _block(layout.root)
+    dirs, problems, roots = [], [], []
+    for name, home_path, storage_path, state, action, asides in found:
+        if action != "move":
+            dirs.append(DirPlan(name, home_path, storage_path, state, action))
             continue
-        if state == "absent" and phase not in ("copied", "merged"):
-            dirs.append(DirPlan(name, home_path, storage_path, state, "link"))
-            continue
-        probe = storage_path if storage_path.exists() else layout.root
-        cross = state == "directory" and not same_filesystem(home_path, probe)
-        if phase is not None:
-            cross = bool(_journal_cross(layout, "setup", name, default=cross))
-        files = size = None
-        if state == "directory" and (cross or count) and phase not in ("copied", "merged"):
-            files, size = count_tree(home_path)
+        cross = _dev(layout.home) != _dev(storage_path if _real_dir(storage_path) else layout.root)
+        dst = storage_path if _real_dir(storage_path) else None
+        sources = ([home_path] if state == "directory" else []) + asides
+        sv = Survey()
+        for src in sources:
+            _add(sv, survey(src, dst, copy=cross, count=count or cross, block=block))
+        problems += sv.problems
+        roots += sources
+        sized = cross or count
         dirs.append(
-            DirPlan(name, home_path, storage_path, state, "move", cross, files, size, phase)
+            DirPlan(
+                name,
+                home_path,
+                storage_path,
+                state,
+                action,
+                cross,
+                sv.files if sized else None,
+                sv.bytes if sized else None,
+                tuple(sorted(sv.conflicts)),
+                sv.space if cross else None,
+                sv.inodes if cross else None,
+            )
         )
-    _check_space(layout.root, [d for d in dirs if d.cross_fs and d.bytes])
+    _refuse_problems(problems, roots)
+    _check_space(layout.root, [d for d in dirs if d.cross_fs])
+    warnings = _condarc_warnings(layout.home)
+    if "undo" in pending:
+        warnings.append(
+            "an interrupted `hpcenv setup --undo` is reversed: everything moves to storage"
+        )
     return MigrationPlan(
-        "setup", layout, tuple(dirs), tuple(_condarc_warnings(layout.home)), bool(phases)
+        "setup",
+        layout,
+        tuple(dirs),
+        tuple(warnings),
+        "setup" in pending,
+        "undo" in pending,
+        _seen(layout),
     )
 
 
 def plan_undo(layout: Layout, *, count: bool = False) -> MigrationPlan:
-    """Decide what `hpcenv setup --undo` must do: move each linked directory back home."""
+    """Decide what `hpcenv setup --undo` must do: move each linked directory back home (and
+    what an interrupted setup left aside). Changes nothing; refuses as `plan_setup` does."""
+    _check_redirect(layout)
     if not layout.root.is_dir():
         raise UsageError(f"storage area {layout.root} does not exist", hint="pass --storage DIR")
-    _refuse_pending_other(layout, "undo")
-    phases = _journal_phases(layout, "undo") or {}
-    dirs = []
+    pending = _pending(layout)
+    found = []
     for name in layout.redirect:
         home_path, storage_path = layout.home_dir(name), layout.storage_dir(name)
         state = _classify(home_path, storage_path)
-        phase = phases.get(name)
-        if state in ("link-elsewhere", "dangling", "other"):
+        ours = state == "dangling" and _our_link(home_path, storage_path)
+        if state in ("link-elsewhere", "other") or (state == "dangling" and not ours):
             raise RefusedError(
                 f"{home_path} was not redirected by hpcenv ({state.replace('-', ' ')})",
                 hint="leave it as it is or fix it by hand; nothing was changed",
             )
-        resuming = phase is not None and phase != "restored"
-        if state == "linked" or (resuming and storage_path.exists()):
-            cross = not same_filesystem(layout.home, storage_path)
-            if phase is not None:
-                cross = bool(_journal_cross(layout, "undo", name, default=cross))
-            files = size = None
-            if (cross or count) and phase not in ("copied", "merged"):
-                files, size = count_tree(storage_path)
-            dirs.append(
-                DirPlan(name, home_path, storage_path, state, "restore", cross, files, size, phase)
+        _check_storage_dir(layout, storage_path)
+        _check_home_dir(layout, home_path)
+        asides = _checked_asides(home_path, storage_path)
+        in_storage = _real_dir(storage_path)
+        half_done = bool(pending) and in_storage and state in ("directory", "absent")
+        action = "restore" if state in ("linked", "dangling") or asides or half_done else "none"
+        found.append((name, home_path, storage_path, state, action, asides))
+    restoring = [f for f in found if f[4] == "restore"]
+    if restoring:
+        _check_home_writable(layout.home)
+        if not os.access(layout.root, os.W_OK | os.X_OK):
+            raise UsageError(
+                f"storage area {layout.root} is not writable by you, so its directories "
+                "cannot be removed after moving them home",
+                hint="ask its owner; nothing was changed",
             )
-        else:
-            dirs.append(DirPlan(name, home_path, storage_path, state, "none"))
-    _check_space(layout.home, [d for d in dirs if d.cross_fs and d.bytes])
-    return MigrationPlan("undo", layout, tuple(dirs), (), bool(phases))
-
-
-def _journal_cross(layout: Layout, op: str, name: str, default: bool) -> bool:
-    import json
-
-    path = layout.journal_dir / f"{op}.jsonl"
-    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
-        try:
-            rec = json.loads(line)
-        except ValueError:
+    block = _block(layout.home)
+    dirs, problems, roots = [], [], []
+    for name, home_path, storage_path, state, action, asides in found:
+        if action != "restore":
+            dirs.append(DirPlan(name, home_path, storage_path, state, action))
             continue
-        if rec.get("dir") == name and rec.get("phase") == "start":
-            return bool(rec.get("cross_fs", default))
-    return default
+        in_storage = _real_dir(storage_path)
+        cross = _dev(layout.home) != _dev(storage_path if in_storage else layout.root)
+        dst = home_path if state == "directory" else None
+        sv = Survey()
+        for aside in asides:  # home to home: renames
+            _add(sv, survey(aside, dst, copy=False, count=count, block=block))
+        moved = Survey()
+        if in_storage:
+            into = dst or (asides[0] if asides else None)
+            moved = survey(storage_path, into, copy=cross, count=count or cross, block=block)
+            _add(sv, moved)
+        problems += sv.problems
+        roots += asides + ([storage_path] if in_storage else [])
+        sized = cross or count
+        dirs.append(
+            DirPlan(
+                name,
+                home_path,
+                storage_path,
+                state,
+                "restore",
+                cross,
+                sv.files if sized else None,
+                sv.bytes if sized else None,
+                tuple(sorted(sv.conflicts)),
+                moved.space if cross else None,
+                moved.inodes if cross else None,
+            )
+        )
+    _refuse_problems(problems, roots)
+    _check_space(layout.home, [d for d in dirs if d.cross_fs])
+    warnings = []
+    if "setup" in pending:
+        warnings.append("an interrupted `hpcenv setup` is reversed: everything moves back home")
+    return MigrationPlan(
+        "undo",
+        layout,
+        tuple(dirs),
+        tuple(warnings),
+        "undo" in pending,
+        "setup" in pending,
+        _seen(layout),
+    )
+
+
+def _seen(layout: Layout) -> tuple:
+    """What a plan depends on that another hpcenv run changes: each directory's state, the
+    names aside, the unfinished journals. (Counting a tree again is what this saves.)"""
+    dirs = []
+    for name in layout.redirect:
+        home_path, storage_path = layout.home_dir(name), layout.storage_dir(name)
+        link = os.readlink(home_path) if os.path.islink(home_path) else None
+        asides = tuple(str(p) for p in _aside_entries(home_path))
+        dirs.append((_classify(home_path, storage_path), link, _real_dir(storage_path), asides))
+    return tuple(dirs), tuple(sorted(_pending(layout)))
 
 
 def _check_space(target: Path, dirs: list[DirPlan]) -> None:
-    need = sum(d.bytes or 0 for d in dirs)
-    if not need:
+    """Refuse a copy that cannot fit: blocks (what the files take on disk, not their apparent
+    size; sparse files stay sparse) and inodes."""
+    need = sum(d.space or 0 for d in dirs)
+    inodes = sum(d.inodes or 0 for d in dirs)
+    if not need and not inodes:
         return
-    have = free_bytes(target)
+    st = os.statvfs(target)
+    have = st.f_bavail * st.f_frsize
+    names = ", ".join(d.name for d in dirs)
     if need + SPACE_MARGIN + need // 100 > have:
         raise RefusedError(
-            f"not enough space on {target}: moving {', '.join(d.name for d in dirs)} needs "
-            f"{human_bytes(need)} plus a margin, {human_bytes(have)} is free",
+            f"not enough space on {target}: moving {names} needs {human_bytes(need)} of disk "
+            f"blocks plus a margin, {human_bytes(have)} is free",
             hint="free space there or choose another --storage; nothing was changed",
         )
-
-
-# --------------------------------------------------------------------------- primitives
-
-
-@dataclass
-class _MergeStats:
-    conflicts: list[str] = field(default_factory=list)
-    duplicates: int = 0
-
-
-def _same_content(a: str, b: str) -> bool:
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            x, y = fa.read(1 << 20), fb.read(1 << 20)
-            if x != y:
-                return False
-            if not x:
-                return True
-
-
-def _identical(src: str, src_st: os.stat_result, dst: str, dst_st: os.stat_result) -> bool:
-    if (src_st.st_dev, src_st.st_ino) == (dst_st.st_dev, dst_st.st_ino):
-        return True
-    if stat.S_ISLNK(src_st.st_mode) and stat.S_ISLNK(dst_st.st_mode):
-        return os.readlink(src) == os.readlink(dst)
-    if stat.S_ISREG(src_st.st_mode) and stat.S_ISREG(dst_st.st_mode):
-        return src_st.st_size == dst_st.st_size and _same_content(src, dst)
-    return False
-
-
-def _rename_across(src: str, dst: str) -> None:
-    try:
-        os.rename(src, dst)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        shutil.move(src, dst)
-
-
-def merge_tree(src: Path, dst: Path, conflicts: Path, rel: str = "", stats=None) -> _MergeStats:
-    """Move everything in `src` into `dst` by rename (same filesystem), never overwriting.
-
-    An entry absent from `dst` is renamed into place; two directories merge recursively; an
-    identical file or symlink in `src` is dropped (its twin is in `dst`); anything else is a
-    conflict and the `src` entry is moved under `conflicts`. Re-running after a crash continues.
-    """
-    stats = stats if stats is not None else _MergeStats()
-    with os.scandir(src) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
-        s, d = entry.path, os.path.join(dst, entry.name)
-        relpath = f"{rel}{entry.name}"
-        try:
-            d_st = os.lstat(d)
-        except FileNotFoundError:
-            os.rename(s, d)
-            tick()
-            continue
-        s_st = entry.stat(follow_symlinks=False)
-        if stat.S_ISDIR(s_st.st_mode) and stat.S_ISDIR(d_st.st_mode):
-            merge_tree(Path(s), Path(d), conflicts / entry.name, relpath + "/", stats)
-            os.rmdir(s)
-            tick()
-        elif _identical(s, s_st, d, d_st):
-            os.unlink(s)
-            stats.duplicates += 1
-            tick()
-        else:
-            target = conflicts / entry.name
-            os.makedirs(conflicts, mode=0o700, exist_ok=True)
-            n = 0
-            while os.path.lexists(target):
-                n += 1
-                target = conflicts / f"{entry.name}.{n}"
-            _rename_across(s, str(target))
-            stats.conflicts.append(relpath)
-            tick()
-    return stats
-
-
-def copy_tree(src: Path, dst: Path) -> list[str]:
-    """Copy `src` into `dst` (created), preserving modes, times, symlinks as symlinks and
-    hardlinks within the tree. Resumable: a file already copied whole (same size and mtime,
-    which is set last) is skipped. Returns the special files (sockets, devices) not copied."""
-    links: dict[tuple[int, int], str] = {}
-    skipped: list[str] = []
-    resume = os.path.lexists(dst)
-    _copy_dir(str(src), str(dst), os.lstat(src), links, skipped, "", resume)
-    return skipped
-
-
-def _copy_dir(src: str, dst: str, st: os.stat_result, links, skipped, rel, resume) -> None:
-    try:
-        os.mkdir(dst, 0o700)
-    except FileExistsError:
-        pass
-    with os.scandir(src) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
-        s, d = entry.path, f"{dst}/{entry.name}"
-        est = entry.stat(follow_symlinks=False)
-        mode = est.st_mode
-        if stat.S_ISDIR(mode):
-            _copy_dir(s, d, est, links, skipped, f"{rel}{entry.name}/", resume)
-        elif stat.S_ISLNK(mode):
-            target = os.readlink(s)
-            if os.path.lexists(d):
-                if os.path.islink(d) and os.readlink(d) == target:
-                    continue
-                os.unlink(d)
-            os.symlink(target, d)
-            os.utime(d, ns=(est.st_atime_ns, est.st_mtime_ns), follow_symlinks=False)
-            tick()
-        elif stat.S_ISREG(mode):
-            key = (est.st_dev, est.st_ino)
-            if est.st_nlink > 1 and key in links:
-                first = links[key]
-                if os.path.lexists(d):
-                    if os.path.samestat(os.lstat(d), os.lstat(first)):
-                        continue
-                    os.unlink(d)
-                os.link(first, d)
-                tick()
-                continue
-            if est.st_nlink > 1:
-                links[key] = d
-            if resume and _copied_whole(d, est):
-                continue
-            _copy_file(s, d, est, resume)
-            tick()
-        elif stat.S_ISFIFO(mode):
-            if not os.path.lexists(d):
-                os.mkfifo(d, stat.S_IMODE(mode))
-        else:
-            skipped.append(f"{rel}{entry.name}")
-    os.chmod(dst, stat.S_IMODE(st.st_mode))
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def _copied_whole(dst: str, st: os.stat_result) -> bool:
-    """A file an earlier run copied completely: its mtime, set last, matches."""
-    try:
-        d = os.lstat(dst)
-    except FileNotFoundError:
-        return False
-    return stat.S_ISREG(d.st_mode) and d.st_size == st.st_size and d.st_mtime_ns == st.st_mtime_ns
-
-
-def _copy_file(src: str, dst: str, st: os.stat_result, resume: bool) -> None:
-    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        if resume and os.path.lexists(dst):
-            os.unlink(dst)
-        fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            remaining, offset = st.st_size, 0
-            while remaining > 0:
-                sent = os.sendfile(fout, fin, offset, min(remaining, 1 << 30))
-                if sent == 0:
-                    break
-                offset += sent
-                remaining -= sent
-            os.fchmod(fout, stat.S_IMODE(st.st_mode))
-            os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))  # last: marks the copy whole
-        finally:
-            os.close(fout)
-    finally:
-        os.close(fin)
-
-
-def verify_copy(src: Path, dst: Path) -> list[str]:
-    """Differences between a tree and its copy (type, size, mode, mtime, link target)."""
-    problems: list[str] = []
-    _verify_dir(str(src), str(dst), "", problems)
-    return problems
-
-
-def _verify_dir(src: str, dst: str, rel: str, problems: list[str]) -> None:
-    with os.scandir(src) as it:
-        entries = list(it)
-    for entry in entries:
-        where = rel + entry.name
-        d = f"{dst}/{entry.name}"
-        s_st = entry.stat(follow_symlinks=False)
-        try:
-            d_st = os.lstat(d)
-        except FileNotFoundError:
-            problems.append(f"missing {where}")
-            continue
-        if stat.S_IFMT(s_st.st_mode) != stat.S_IFMT(d_st.st_mode):
-            problems.append(f"type differs {where}")
-        elif stat.S_ISDIR(s_st.st_mode):
-            _verify_dir(entry.path, d, where + "/", problems)
-        elif stat.S_ISLNK(s_st.st_mode):
-            if os.readlink(entry.path) != os.readlink(d):
-                problems.append(f"link target differs {where}")
-        elif stat.S_ISREG(s_st.st_mode) and (
-            s_st.st_size != d_st.st_size
-            or s_st.st_mtime_ns != d_st.st_mtime_ns
-            or stat.S_IMODE(s_st.st_mode) != stat.S_IMODE(d_st.st_mode)
-        ):
-            problems.append(f"content or mode differs {where}")
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a tree whose content is proven to be elsewhere; one tick per entry."""
-    if not os.path.lexists(path) or os.path.islink(path):
-        return
-    _remove_dir(str(path))
-    os.rmdir(path)
-    tick()
-
-
-def _remove_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        with os.scandir(fd) as it:
-            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-        for name, is_dir in entries:
-            if is_dir:
-                _remove_dir(os.path.join(path, name))
-                os.rmdir(name, dir_fd=fd)
-            else:
-                os.unlink(name, dir_fd=fd)
-            tick()
-    finally:
-        os.close(fd)
+    if st.f_files and inodes + inodes // 100 + 64 > st.f_favail:
+        raise RefusedError(
+            f"not enough inodes on {target}: moving {names} needs {inodes:,} files and "
+            f"directories, {st.f_favail:,} more fit there",
+            hint="remove files there (or ask for a larger inode quota) or choose another "
+            "--storage; nothing was changed",
+        )
 
 
 # --------------------------------------------------------------------------- execution
 
 
-def _phase_reached(journal: Journal, name: str, phase: str) -> bool:
-    rec = journal.last(dir=name)
-    return rec is not None and PHASES.index(rec["phase"]) >= PHASES.index(phase)
+@dataclass
+class _Run:
+    plan: MigrationPlan
+    journal: Journal
+    conflicts_root: Path
+    tmp: dict[int, Path] = field(default_factory=dict)
 
 
-def _transfer(
-    journal: Journal,
-    dp: DirPlan,
-    src: Path,
-    dst: Path,
-    staging: Path,
-    conflicts: Path,
-    stats: _MergeStats,
-) -> list[str]:
-    """Move the contents of `src` into `dst`, copying through `staging` across filesystems."""
-    skipped: list[str] = []
-    if dp.cross_fs:
-        if not _phase_reached(journal, dp.name, "copied"):
-            try:
-                skipped = copy_tree(src, staging)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    shutil.rmtree(staging, ignore_errors=True)
-                    raise _NoSpace(dp, exc) from exc
-                raise
-            problems = verify_copy(src, staging)
-            if problems:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise OperationError(
-                    f"the copy of {src} did not verify ({problems[0]}; {len(problems)} in all); "
-                    "the copy was removed and nothing in the source was changed",
-                    hint="re-run the command; if it fails again, report it",
-                )
-            journal.record(dir=dp.name, phase="copied")
-        if not _phase_reached(journal, dp.name, "merged"):
-            if staging.exists():
-                merge_tree(staging, dst, conflicts, stats=stats)
-                os.rmdir(staging)
-                tick()
-            journal.record(dir=dp.name, phase="merged")
-        remove_tree(src)
-    elif not _phase_reached(journal, dp.name, "merged"):
-        merge_tree(src, dst, conflicts, stats=stats)
-        journal.record(dir=dp.name, phase="merged")
-    return skipped
+class _CopyFailed(Exception):
+    """The copy into staging failed; the partial copy was removed, nothing had moved."""
+
+    def __init__(self, dp: DirPlan, src: Path, exc: OSError) -> None:
+        self.dp, self.src, self.exc = dp, src, exc
 
 
-class _NoSpace(Exception):
-    def __init__(self, dp: DirPlan, exc: OSError) -> None:
-        self.dp, self.exc = dp, exc
+def _mkdir(path: Path, mode: int) -> None:
+    os.mkdir(path, 0o700)
+    os.chmod(path, mode)  # exactly, whatever the umask
+    tick()
 
 
-def _setup_dir(journal: Journal, plan: MigrationPlan, dp: DirPlan, conflicts: Path) -> DirResult:
-    layout = plan.layout
-    stats = _MergeStats()
-    skipped: list[str] = []
-    if dp.action in ("link", "move"):
-        if journal.last(dir=dp.name) is None:
-            journal.record(dir=dp.name, phase="start", cross_fs=dp.cross_fs, action=dp.action)
-        if not dp.storage_path.exists():
-            mode = 0o700
-            if dp.before == "directory":
-                mode = stat.S_IMODE(os.stat(dp.home_path).st_mode)
-            os.mkdir(dp.storage_path, mode)
+def _mode_of(directory: Path) -> int:
+    return stat.S_IMODE(os.lstat(directory).st_mode) if _real_dir(directory) else 0o700
+
+
+def _discard(path: Path) -> None:
+    """Remove a staging copy or temporary file whose originals are still in their source."""
+    if os.path.lexists(path):
+        shutil.rmtree(path) if _real_dir(path) else os.unlink(path)
+        tick()
+
+
+def _fs_clock(directory: Path) -> int:
+    """The time of `directory`'s filesystem now (the ctime of a file just made there)."""
+    fd, path = tempfile.mkstemp(prefix="clock-", dir=directory)
+    try:
+        return os.fstat(fd).st_ctime_ns
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def _remove_our_links(home_path: Path, storage_path: Path) -> None:
+    """Symlinks a swap made under an aside name and did not get to exchange or remove."""
+    for path in _aside_entries(home_path):
+        if _our_link(path, storage_path):
+            os.unlink(path)
             tick()
-        if dp.action == "move":
-            if dp.cross_fs:
-                ensure_private_dir(layout.staging_dir)
-            skipped = _transfer(
-                journal,
-                dp,
-                dp.home_path,
-                dp.storage_path,
-                layout.staging_dir / dp.name,
-                conflicts,
-                stats,
+
+
+def _link(home_path: Path, storage_path: Path) -> None:
+    """Make `home_path` the link; a directory re-created there meanwhile is put aside too."""
+    for _ in range(MAX_PASSES):
+        try:
+            os.symlink(str(storage_path), home_path)
+            tick()
+            return
+        except FileExistsError:
+            pass
+        state = _classify(home_path, storage_path)
+        if state == "linked":
+            return
+        if state != "directory":
+            raise OperationError(
+                f"{home_path} was re-created as {state} while hpcenv replaced it with a link",
+                hint="move it away, then re-run `hpcenv setup`",
             )
-            if os.path.isdir(dp.home_path) and not os.path.islink(dp.home_path):
-                os.rmdir(dp.home_path)  # empty now: everything was moved or copied and merged
-                tick()
-        if not os.path.lexists(dp.home_path):
-            os.symlink(str(dp.storage_path), dp.home_path)
+        aside = free_name(home_path.parent, home_path.name + ASIDE_SUFFIXES[0])
+        try:
+            rename_noreplace(home_path, aside)
             tick()
-        journal.record(dir=dp.name, phase="linked")
-    return _result(dp, stats, skipped)
+        except (FileExistsError, FileNotFoundError):
+            continue
+    raise StillWriting(str(home_path))
 
 
-def _undo_dir(journal: Journal, plan: MigrationPlan, dp: DirPlan, conflicts: Path) -> DirResult:
-    stats = _MergeStats()
-    skipped: list[str] = []
-    if dp.action == "restore":
-        if journal.last(dir=dp.name) is None:
-            journal.record(dir=dp.name, phase="start", cross_fs=dp.cross_fs, action=dp.action)
-        if not _phase_reached(journal, dp.name, "unlinked"):
-            if os.path.islink(dp.home_path):
-                os.unlink(dp.home_path)
-                tick()
-            if not os.path.lexists(dp.home_path):
-                os.mkdir(dp.home_path, stat.S_IMODE(os.stat(dp.storage_path).st_mode))
-                tick()
-            journal.record(dir=dp.name, phase="unlinked")
-        staging_root = plan.layout.home / ".hpcenv-staging"
-        if dp.cross_fs:
-            ensure_private_dir(staging_root)
-        skipped = _transfer(
-            journal,
-            dp,
-            dp.storage_path,
-            dp.home_path,
-            staging_root / dp.name,
-            conflicts,
-            stats,
+def _swap_in_link(home_path: Path, storage_path: Path) -> Path:
+    """Replace the directory `home_path` by the link at once; return where the directory went."""
+    aside = Path(free_name(home_path.parent, home_path.name + ASIDE_SUFFIXES[0]))
+    os.symlink(str(storage_path), aside)
+    tick()
+    if exchange(aside, home_path):
+        tick()
+        return aside
+    os.unlink(aside)  # no RENAME_EXCHANGE here: two renames, and `_link` handles the gap
+    rename_noreplace(home_path, aside)
+    tick()
+    _link(home_path, storage_path)
+    return aside
+
+
+def _swap_out_link(home_path: Path, storage_path: Path) -> None:
+    """Replace the link `home_path` by an empty directory at once."""
+    mode = _mode_of(storage_path)
+    fresh = Path(free_name(home_path.parent, home_path.name + ASIDE_SUFFIXES[1]))
+    _mkdir(fresh, mode)
+    if exchange(fresh, home_path):
+        tick()
+        os.unlink(fresh)  # the link, now under the other name
+        tick()
+        return
+    os.rmdir(fresh)
+    os.unlink(home_path)
+    tick()
+    try:
+        _mkdir(home_path, mode)
+    except FileExistsError:
+        if not _real_dir(home_path):
+            raise OperationError(
+                f"{home_path} was re-created as {_classify(home_path, storage_path)} while "
+                "hpcenv moved it back",
+                hint="move it away, then re-run `hpcenv setup --undo`",
+            ) from None
+
+
+def _copy_phase(run: _Run, dp: DirPlan, src: Path, staging: Path, mover: Mover) -> None:
+    try:
+        mover.skipped += copy_tree(src, staging)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)  # partial; nothing has moved yet
+        raise _CopyFailed(dp, src, exc) from exc
+    run.journal.record(dir=dp.name, phase="copied")
+
+
+def _merge_staging(run, dp, staging: Path, dst: Path, conflicts: Path, copied: bool, mover) -> bool:
+    """Merge a complete staging copy into `dst` (renames); drop a partial one (its originals
+    are all still in the source). True once the journal says the copy is merged: only then
+    may the drain of the source trust its clock."""
+    if os.path.lexists(staging):
+        if copied:
+            mover.drain(staging, dst, conflicts)
+            run.journal.record(dir=dp.name, phase="merged")
+        else:
+            _discard(staging)
+    return run.journal.last(dir=dp.name, phase="merged") is not None
+
+
+def _start(run: _Run, dp: DirPlan, clock_dir: Path, copy_source: bool) -> dict:
+    start = run.journal.last(dir=dp.name, phase="start")
+    if start is None:
+        clock = _fs_clock(clock_dir) if dp.cross_fs and copy_source else None
+        run.journal.record(
+            dir=dp.name, phase="start", cross_fs=dp.cross_fs, action=dp.action, clock=clock
         )
-        if os.path.isdir(dp.storage_path):
-            os.rmdir(dp.storage_path)
-            tick()
-        if staging_root.is_dir() and not any(staging_root.iterdir()):
-            os.rmdir(staging_root)
-        journal.record(dir=dp.name, phase="restored")
-    return _result(dp, stats, skipped)
+        start = run.journal.last(dir=dp.name, phase="start")
+    return start
 
 
-def _result(dp: DirPlan, stats: _MergeStats | None = None, skipped=(), after=None) -> DirResult:
-    stats = stats or _MergeStats()
+def _setup_dir(run: _Run, dp: DirPlan) -> DirResult:
+    layout, journal, name = run.plan.layout, run.journal, dp.name
+    home_path, storage_path = dp.home_path, dp.storage_path
+    staging = layout.staging_dir / name
+    mover = Mover(run.tmp)
+    if dp.action == "none":
+        if run.plan.takes_over:
+            _discard(layout.home_staging_dir / name)
+        return _result(dp, mover)
+    start = _start(run, dp, layout.home_state_dir, _real_dir(home_path))
+    _remove_our_links(home_path, storage_path)
+    _discard(layout.home_staging_dir / name)  # an undo's copy of what is still in storage
+    if not _real_dir(storage_path):
+        _mkdir(storage_path, _mode_of(home_path))
+    copied = journal.last(dir=name, phase="copied") is not None
+    if dp.cross_fs and _real_dir(home_path) and not copied:
+        ensure_private_dir(layout.staging_dir)
+        _copy_phase(run, dp, home_path, staging, mover)
+        copied = True
+    if _real_dir(home_path):
+        aside = _swap_in_link(home_path, storage_path)
+        journal.record(dir=name, phase="swapped", aside=aside.name)
+    elif not os.path.lexists(home_path):
+        _link(home_path, storage_path)
+    conflicts = run.conflicts_root / name.lstrip(".")
+    merged = _merge_staging(run, dp, staging, storage_path, conflicts, copied, mover)
+    swapped = journal.last(dir=name, phase="swapped")
+    for aside in _asides(home_path):
+        trusted = merged and swapped is not None and swapped.get("aside") == aside.name
+        mover.clock = start.get("clock") if trusted else None
+        mover.count_duplicates = not trusted
+        mover.drain(aside, storage_path, conflicts)
+    journal.record(dir=name, phase="linked")
+    return _result(dp, mover)
+
+
+def _undo_dir(run: _Run, dp: DirPlan) -> DirResult:
+    layout, journal, name = run.plan.layout, run.journal, dp.name
+    home_path, storage_path = dp.home_path, dp.storage_path
+    staging = layout.home_staging_dir / name
+    mover = Mover(run.tmp)
+    if dp.action == "none":
+        if run.plan.takes_over:
+            _discard(layout.staging_dir / name)
+        return _result(dp, mover)
+    linked = _our_link(home_path, storage_path)
+    start = _start(run, dp, layout.state_dir, linked and _real_dir(storage_path))
+    _remove_our_links(home_path, storage_path)
+    _discard(layout.staging_dir / name)  # a setup's copy of what is still in home
+    copied = journal.last(dir=name, phase="copied") is not None
+    if dp.cross_fs and linked and _real_dir(storage_path) and not copied:
+        ensure_private_dir(layout.home_staging_dir)
+        _copy_phase(run, dp, storage_path, staging, mover)
+        copied = True
+    if linked:
+        _swap_out_link(home_path, storage_path)
+        journal.record(dir=name, phase="unlinked")
+    elif not os.path.lexists(home_path):
+        _mkdir(home_path, _mode_of(storage_path))
+    conflicts = run.conflicts_root / name.lstrip(".")
+    merged = _merge_staging(run, dp, staging, home_path, conflicts, copied, mover)
+    for aside in _asides(home_path):  # what an interrupted setup had put aside: home to home
+        mover.drain(aside, home_path, conflicts)
+    if _real_dir(storage_path):
+        mover.clock = start.get("clock") if merged else None
+        mover.count_duplicates = not merged
+        mover.drain(storage_path, home_path, conflicts)
+    journal.record(dir=name, phase="restored")
+    return _result(dp, mover)
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _result(dp: DirPlan, mover: Mover | None = None, after: str | None = None) -> DirResult:
     return DirResult(
         dp.name,
         str(dp.home_path),
@@ -672,9 +757,9 @@ def _result(dp: DirPlan, stats: _MergeStats | None = None, skipped=(), after=Non
         dp.action,
         dp.files,
         dp.bytes,
-        tuple(stats.conflicts),
-        stats.duplicates,
-        tuple(skipped),
+        tuple(sorted(mover.conflicts)) if mover else dp.conflicts,
+        mover.duplicates if mover else 0,
+        tuple(dict.fromkeys(mover.skipped)) if mover else (),  # copy and drain both see one
     )
 
 
@@ -701,6 +786,57 @@ def _next_command(op: str, dry_run: bool = False) -> str:
     return 'hpcenv create NAME python  (then: eval "$(hpcenv activate NAME)")'
 
 
+@contextmanager
+def _locks(layout: Layout, timeout: float, on_wait) -> Iterator[bool]:
+    """This home's lock (two storage roots must not race for one ~/.cache), then the storage
+    root's; yields whether we waited for either."""
+    home_lock = StorageLock(layout.home_lock_path, timeout=timeout, on_wait=on_wait)
+    try:
+        home_lock.__enter__()
+    except LockedError:
+        holder = layout.home_lock_path.read_text(errors="replace").strip() or "?"
+        raise LockedError(
+            f"another hpcenv (pid {holder}) is moving the directories of {layout.home} and "
+            f"did not finish within {timeout:.0f} s",
+            hint="wait for it to finish, then re-run",
+        ) from None
+    try:
+        with StorageLock(layout.lock_path, timeout=timeout, on_wait=on_wait) as storage_lock:
+            yield home_lock.waited or storage_lock.waited
+    finally:
+        home_lock.__exit__(None, None, None)
+
+
+def settled_plan(
+    layout: Layout,
+    make_plan: Callable[[], MigrationPlan],
+    *,
+    lock_timeout: float = 60.0,
+    on_wait: Callable[[str], None] | None = None,
+) -> MigrationPlan:
+    """`make_plan()`, but when it refuses while another hpcenv is moving this home's
+    directories (it may have seen that run half way), wait for that run and plan again."""
+    try:
+        return make_plan()
+    except RefusedError:
+        if not layout.home_lock_path.exists():
+            raise
+        try:
+            with StorageLock(layout.home_lock_path, timeout=0):
+                raise  # nobody else is at work: the refusal stands
+        except LockedError:
+            pass
+    with StorageLock(layout.home_lock_path, timeout=lock_timeout, on_wait=on_wait):
+        pass
+    return make_plan()
+
+
+def _supersede(layout: Layout, op: str) -> None:
+    other = "undo" if op == "setup" else "setup"
+    if (layout.journal_dir / f"{other}.jsonl").exists():
+        Journal.open(layout.journal_dir, other, {}).finish(f"reversed by {op}")
+
+
 def execute(
     plan: MigrationPlan,
     *,
@@ -708,39 +844,125 @@ def execute(
     on_wait: Callable[[str], None] | None = None,
     replan: Callable[[], MigrationPlan] | None = None,
 ) -> SetupReport:
-    """Carry out a plan under the storage lock, journaled. `replan` recomputes the plan once the
-    lock is held (another process may have changed things while we waited)."""
+    """Carry out a plan under this home's and the storage root's locks, journaled. `replan`
+    recomputes the plan once the locks are held if another run changed what it was made
+    from."""
     layout = plan.layout
+    if not (plan.changes or plan.resuming or plan.takes_over):
+        return _report(plan, [_result(d) for d in plan.dirs], None, False, False)
+    ensure_private_dir(layout.home_state_dir)
     ensure_state_dir(layout)
-    lock = StorageLock(layout.lock_path, timeout=lock_timeout, on_wait=on_wait)
-    with lock:
-        if lock.waited and replan is not None:
-            plan = replan()
-        if not plan.changes and not plan.resuming:
-            results = [_result(d) for d in plan.dirs]
-            return _report(plan, results, None, False, lock.waited)
+    with _locks(layout, lock_timeout, on_wait) as waited:
+        if replan is not None and _seen(layout) != plan.seen:
+            plan = replan()  # another run changed things since the plan was made
+        if not (plan.changes or plan.resuming or plan.takes_over):
+            return _report(plan, [_result(d) for d in plan.dirs], None, False, waited)
+        _supersede(layout, plan.op)
         stamp = time.strftime("%Y%m%dT%H%M%S")
         journal = Journal.open(layout.journal_dir, plan.op, {"conflicts_stamp": stamp})
         conflicts_root = layout.conflicts_dir / journal.header.get("conflicts_stamp", stamp)
+        run = _Run(plan, journal, conflicts_root)
         step = _setup_dir if plan.op == "setup" else _undo_dir
         results = []
         try:
+            for parent in (layout.home_state_dir, layout.state_dir):
+                run.tmp[_dev(parent)] = parent / "tmp"
+                _discard(parent / "tmp")  # copies in progress when a run died
             for dp in plan.dirs:
-                results.append(step(journal, plan, dp, conflicts_root / dp.name.lstrip(".")))
-        except _NoSpace as ns:
-            journal.finish(f"stopped: no space while copying {ns.dp.name}")
-            raise OperationError(
-                f"ran out of space on {ns.exc.filename or layout.root} while copying "
-                f"{ns.dp.home_path if plan.op == 'setup' else ns.dp.storage_path} "
-                f"({human_bytes(ns.dp.bytes or 0)} needed); the partial copy was removed and the "
-                "source is untouched",
-                hint="free space (or pick another --storage) and re-run",
-            ) from None
-        journal.finish()
+                results.append(step(run, dp))
+            journal.finish()
+        except (OSError, StillWriting, StillOpen, _CopyFailed) as exc:
+            raise _stopped(run, exc) from None
+        for directory in (*run.tmp.values(), layout.home_staging_dir):
+            _rmdir_if_empty(directory)
         any_conflicts = any(r.conflicts for r in results)
         return _report(
-            plan, results, conflicts_root if any_conflicts else None, journal.resumed, lock.waited
+            plan, results, conflicts_root if any_conflicts else None, journal.resumed, waited
         )
+
+
+def _describe(op: str, dp: DirPlan) -> tuple[str, bool]:
+    """Where one directory stands now, in words, and whether it is half moved."""
+    state = _classify(dp.home_path, dp.storage_path)
+    asides = [str(p) for p in _asides(dp.home_path)]
+    if op == "setup":
+        if state == "linked" and not asides:
+            return f"{dp.home_path} was moved", False
+        if state == "directory" and not asides:
+            return f"{dp.home_path} was not moved", False
+        return f"{dp.home_path} is half moved (the rest waits in {', '.join(asides)})", True
+    if state == "directory" and not asides and not _real_dir(dp.storage_path):
+        return f"{dp.home_path} was moved back", False
+    if state == "linked" and not asides:
+        return f"{dp.home_path} was not moved back", False
+    rest = ", ".join(asides + [str(dp.storage_path)] * _real_dir(dp.storage_path))
+    return f"{dp.home_path} is half moved back (the rest waits in {rest})", True
+
+
+def _stopped(run: _Run, exc: BaseException) -> HpcenvError:
+    """The error for a run that stopped, saying exactly what moved and what did not. The
+    journal stays unfinished while a directory is half moved (a re-run finishes it)."""
+    plan = run.plan
+    cmd = "hpcenv setup" if plan.op == "setup" else "hpcenv setup --undo"
+    back = "hpcenv setup --undo" if plan.op == "setup" else "hpcenv setup"
+    states = [_describe(plan.op, d) for d in plan.dirs if d.action != "none"]
+    where = "; ".join(s for s, _ in states)
+    half = any(h for _, h in states)
+    target = plan.layout.root if plan.op == "setup" else plan.layout.home
+    if isinstance(exc, _CopyFailed) and exc.exc.errno in _NO_SPACE:
+        what = (
+            f"ran out of {_space_kind(exc.exc, target)} while copying {exc.src} "
+            f"({human_bytes(exc.dp.space)} needed); the partial copy was removed"
+        )
+    elif isinstance(exc, _CopyFailed):
+        what = (
+            f"stopped while copying {exc.src}: {exc.exc.strerror}: {exc.exc.filename}; "
+            "the partial copy was removed"
+        )
+    elif isinstance(exc, StillWriting):
+        what = f"{exc.path} kept receiving new files while hpcenv emptied it"
+    elif isinstance(exc, StillOpen):
+        shown = ", ".join(exc.paths[:3]) + (" ..." if len(exc.paths) > 3 else "")
+        what = f"found {len(exc.paths)} file(s) still open in other programs ({shown})"
+        what += "; they were kept (close them: `lsof FILE` names the program)"
+    elif isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+        what = f"ran out of {_space_kind(exc, target)} while moving files"
+    else:
+        what = f"stopped: {exc.strerror or exc}: {exc.filename}"
+    if half:
+        hint = f"fix that, then re-run `{cmd}` to finish, or run `{back}` to go back"
+    else:
+        _tidy(run)
+        if run.journal.path.exists():
+            run.journal.finish(f"stopped: {what}")
+        hint = f"fix that, then re-run `{cmd}`"
+    return OperationError(f"{plan.op} {what}: {where}", hint=hint)
+
+
+def _tidy(run: _Run) -> None:
+    """After a stop that left no directory half moved: remove what only that run needed (its
+    links under aside names, staging copies of sources that are all still in place)."""
+    layout = run.plan.layout
+    try:
+        for dp in run.plan.dirs:
+            _remove_our_links(dp.home_path, dp.storage_path)
+            _discard(layout.staging_dir / dp.name)
+            _discard(layout.home_staging_dir / dp.name)
+        _rmdir_if_empty(layout.home_staging_dir)
+    except OSError:
+        pass  # best effort: a re-run tidies up as well
+
+
+def _space_kind(exc: OSError, target: Path) -> str:
+    """'space on X' or 'inodes on X', X the filesystem that is full."""
+    where = str(exc.filename or target)
+    try:
+        st = os.statvfs(os.path.dirname(where) if exc.filename else where)
+        if st.f_files and st.f_favail == 0:
+            return f"inodes on the filesystem of {where}"
+    except OSError:
+        pass
+    return f"space on the filesystem of {where}"
 
 
 def _report(plan, results, conflicts_root, resumed, waited) -> SetupReport:

@@ -7,6 +7,8 @@ HOME/.conda/environments.txt            conda's registry, kept in step
 STORAGE/.cache/rattler                  the package cache (same filesystem as the envs)
 STORAGE/.hpcenv/                        hpcenv's own state, mode 0700: lock, journals,
                                         conflicts, staging, env registry, packs
+HOME/.hpcenv/                           mode 0700: the lock that serializes `hpcenv setup`
+                                        runs on one home (whatever their storage root)
 """
 
 from __future__ import annotations
@@ -58,6 +60,19 @@ class Layout:
     @property
     def packs_dir(self) -> Path:
         return self.state_dir / "packs"
+
+    @property
+    def home_state_dir(self) -> Path:
+        return self.home / STATE_DIR_NAME
+
+    @property
+    def home_lock_path(self) -> Path:
+        return self.home_state_dir / "lock"
+
+    @property
+    def home_staging_dir(self) -> Path:
+        """Where `setup --undo` copies storage's directories when home is another filesystem."""
+        return self.home / ".hpcenv-staging"
 
     @property
     def conda_dir(self) -> Path:

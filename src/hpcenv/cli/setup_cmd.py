@@ -21,9 +21,11 @@ def setup(
 ) -> None:
     """Redirect ~/.cache and ~/.conda to the storage area, losing nothing.
 
-    Moves what is there (rename on one filesystem; copy, verify, then remove across two),
-    merges with what storage already has (conflicting files are kept aside, never
-    overwritten), and leaves a symlink. Safe to re-run; resumes after a crash.
+    Puts the symlink in place first, so new files land in storage at once, then moves what
+    was there (renames on one filesystem; across two, a copy, and each file is removed only
+    once checked identical to its copy), merging with what storage already has (conflicting
+    files are kept aside, never overwritten). Safe to re-run; resumes after a crash; --undo
+    also reverses an interrupted setup.
 
     Example:  hpcenv setup --storage "$global_storage" --dry-run
     """
@@ -39,12 +41,16 @@ def setup(
             return migrate.plan_undo(layout, count=dry_run)
         return migrate.plan_setup(layout, allow_home=allow, count=dry_run)
 
-    plan = make_plan()
+    def waiting(pid: str) -> None:
+        info(ctx, f"waiting for another hpcenv (pid {pid}) to finish...")
+
+    plan = migrate.settled_plan(layout, make_plan, lock_timeout=s.lock_timeout, on_wait=waiting)
     if dry_run:
         report = migrate.dry_run_report(plan)
     else:
         if plan.changes and any(d.action in ("move", "restore") for d in plan.dirs):
-            _show_plan(plan)
+            if not json_out:  # stdout is the JSON document then
+                _show_plan(plan)
             what = "Move these directories back home" if undo else "Move these directories"
             if not yes and typer.get_text_stream("stdin").isatty():
                 if not typer.confirm(f"{what}?", default=True):
@@ -53,7 +59,7 @@ def setup(
         report = migrate.execute(
             plan,
             lock_timeout=s.lock_timeout,
-            on_wait=lambda pid: info(ctx, f"waiting for another hpcenv (pid {pid}) to finish..."),
+            on_wait=waiting,
             replan=make_plan,
         )
     for message in report.warnings:
@@ -99,7 +105,7 @@ def _render(ctx: typer.Context, report) -> None:
         print(f"Conflicting files from home were kept, not overwritten: {report.conflicts_dir}")
     for r in report.dirs:
         if r.skipped:
-            print(f"{r.name}: not copied (sockets or devices): {', '.join(r.skipped)}")
+            print(f"{r.name}: device files not recreated (only root may): {', '.join(r.skipped)}")
     if report.waited_for_lock:
         info(ctx, "waited for another hpcenv to finish first")
     print(f"Next: {report.next_command}")
