@@ -28,6 +28,7 @@ from pathlib import Path
 
 from hpcenv import shell as sh
 from hpcenv.errors import UsageError
+from hpcenv.fsops import atomic_write
 
 TOUCHED = ("CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_SHLVL", "PYTHONNOUSERSITE")
 _EXT = {"bash": "sh", "zsh": "sh", "sh": "sh", "fish": "fish", "tcsh": "csh"}
@@ -123,21 +124,8 @@ def posix_activation(prefix_word: str, *, name: str, no_user_site: bool = True) 
 def write_static_script(prefix: Path, name: str, no_user_site: bool = True) -> Path:
     path = prefix / "etc" / "hpcenv" / "activate.sh"
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write(path, static_script(prefix, name=name, no_user_site=no_user_site), 0o644)
+    atomic_write(path, static_script(prefix, name=name, no_user_site=no_user_site), 0o644)
     return path
-
-
-def _write(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _is_current(path: Path, prefix: Path) -> bool:
@@ -184,7 +172,7 @@ def ensure_static_script(
                     os.mkdir(d, 0o755)
                 if not _own_writable_dir(d):
                     raise PermissionError(f"{d} is not a directory of this user")
-            _write(inside, text, 0o644)
+            atomic_write(inside, text, 0o644)
             return inside
         except OSError:
             pass  # a read-only filesystem, a planted link: the state dir holds it instead
@@ -198,7 +186,7 @@ def ensure_static_script(
             return path
     except (OSError, UnicodeDecodeError):
         pass
-    _write(path, text, 0o600)
+    atomic_write(path, text, 0o600)
     return path
 
 

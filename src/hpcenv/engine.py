@@ -28,6 +28,7 @@ import rattler
 from rattler import exceptions as rx
 
 from hpcenv.errors import OperationError, UsageError
+from hpcenv.fsops import atomic_write
 
 MIRROR_HINT = 'set a mirror: `mirrors = { conda-forge = "https://mirror/conda-forge" }` in ~/.config/hpcenv/config.toml'
 
@@ -654,9 +655,7 @@ def compile_noarch_python(
         record["files"] = record.get("files", []) + mine
         paths_data = record.setdefault("paths_data", {"paths": [], "paths_version": 1})
         paths_data["paths"] += [{"_path": p, "path_type": "pyc_file"} for p in mine]
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(record, indent=2), os.stat(path).st_mode & 0o777)
 
 
 def installed_packages(prefix: Path) -> tuple[PackageInfo, ...]:

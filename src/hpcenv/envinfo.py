@@ -71,7 +71,7 @@ def list_envs(layout: Layout, *, scan: bool = True, shared_root: Path | None = N
     found = discover(layout, shared_root=shared_root)
     usages = {}
     if scan:
-        from hpcenv.usage import scan_many
+        from hpcenv.treescan import scan_many
 
         mine = [e.prefix for e in found.envs if e.owner is None and is_env(e.prefix)]
         usages = scan_many(mine) if mine else {}

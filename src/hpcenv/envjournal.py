@@ -30,13 +30,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
-import stat
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from hpcenv.errors import RefusedError
+from hpcenv.fsops import remove_tree
 from hpcenv.journal import Journal, pid_alive, tick
 from hpcenv.registry import TMP_MARK, discover, envs_dirs, set_registered
 from hpcenv.storage import Layout
@@ -68,38 +66,6 @@ def _ino(path: Path) -> int | None:
         return os.lstat(path).st_ino
     except OSError:
         return None
-
-
-def remove_tree(path: Path) -> str | None:
-    """Delete a tree (or a link) without following links; None when it is gone, else why not."""
-
-    def retry(func, p, _exc):
-        for d in (os.path.dirname(p), p):
-            try:
-                st = os.lstat(d)
-                if stat.S_ISDIR(st.st_mode):
-                    os.chmod(d, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
-            except OSError:
-                pass
-        func(p)
-
-    error = None
-    try:
-        st = os.lstat(path)
-        if stat.S_ISDIR(st.st_mode):
-            if sys.version_info >= (3, 12):
-                shutil.rmtree(path, onexc=retry)
-            else:
-                shutil.rmtree(path, onerror=lambda f, p, e: retry(f, p, e))
-        else:
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        error = exc.strerror or str(exc)
-    if os.path.lexists(path):
-        return error or "still there"
-    return None
 
 
 # --------------------------------------------------------------------------- the operations
@@ -330,6 +296,20 @@ def find_leftovers(layout: Layout) -> list[Path]:
             continue
         out += [Path(e.path) for e in entries if e.name.startswith(".") and TMP_MARK in e.name]
     return out
+
+
+def dead_leftovers(layout: Layout) -> list[Path]:
+    """Temporary prefixes of interrupted env operations whose process is gone, except the old
+    copy of a replaced env whose name is free (recovery restores it: never cleaned)."""
+    out = []
+    for path in find_leftovers(layout):
+        pid = path.name.rsplit("-", 1)[-1]
+        restorable = f"{TMP_MARK}old-" in path.name and not os.path.lexists(
+            path.with_name(path.name[1:].split(TMP_MARK, 1)[0])
+        )
+        if not (pid.isdigit() and pid_alive(int(pid))) and not restorable:
+            out.append(path)
+    return sorted(out)
 
 
 def _legacy_leftovers(layout: Layout) -> list[Recovered]:

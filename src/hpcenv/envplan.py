@@ -35,7 +35,8 @@ from hpcenv.condameta import (
     requested_from_history,
     spec_name,
 )
-from hpcenv.registry import META_DIR, atomic_write
+from hpcenv.fsops import atomic_write
+from hpcenv.registry import META_DIR
 
 
 @dataclass(frozen=True)

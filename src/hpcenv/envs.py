@@ -32,11 +32,11 @@ from hpcenv.condameta import append_history, dist_string, history_entry, spec_na
 from hpcenv.envjournal import Recovered, begin_build, find_leftovers, journal_key, recover
 from hpcenv.envplan import EnvMeta, PackageChange, diff, removal, requested, solve_keeping
 from hpcenv.errors import OperationError, RefusedError, UsageError
+from hpcenv.fsops import atomic_write
 from hpcenv.journal import StorageLock, tick
 from hpcenv.registry import (
     META_DIR,
     TMP_MARK,
-    atomic_write,
     check_environments_txt,
     env_maker,
     env_prefix,
@@ -445,13 +445,18 @@ def _write_activation(
     atomic_write(build_prefix / META_DIR / "activate.sh", text)
 
 
-def _find_uv() -> str:
+def find_uv() -> str | None:
+    """The uv executable: the `uv` package's, else uv on PATH; None without one."""
     try:
         from uv import find_uv_bin
 
         return find_uv_bin()
     except (ImportError, FileNotFoundError):
-        found = shutil.which("uv")
+        return shutil.which("uv")
+
+
+def _find_uv() -> str:
+    found = find_uv()
     if not found:
         raise OperationError(
             "uv is not installed (it installs the pip: section)", hint="pip install uv"

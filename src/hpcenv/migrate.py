@@ -195,24 +195,15 @@ def _checked_asides(home_path: Path, storage_path: Path) -> list[Path]:
 
 
 def _condarc_warnings(home: Path) -> list[str]:
-    path = home / ".condarc"
-    if not path.is_file():
-        return []
-    try:
-        import yaml
+    from hpcenv.condarc import entries_in_home
 
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except Exception as exc:  # a broken .condarc is conda's business; report, don't fail
-        return [f"{path} could not be read ({exc.__class__.__name__}); check it by hand"]
-    warnings = []
-    for key in ("envs_dirs", "pkgs_dirs"):
-        for entry in data.get(key) or [] if isinstance(data, dict) else []:
-            expanded = os.path.expanduser(str(entry))
-            if os.path.realpath(expanded).startswith(os.path.realpath(home) + "/"):
-                warnings.append(
-                    f"{path}: {key} entry {entry!r} points into home; remove it so conda "
-                    "uses the redirected ~/.conda (hpcenv did not change it)"
-                )
+    found = entries_in_home(home)
+    warnings = [f"{why}; check it by hand" for why in found.unreadable]
+    for e in found.entries:
+        warnings.append(
+            f"{e.condarc}: {e.key} entry {e.entry!r} points into home; remove it so conda "
+            "uses the redirected ~/.conda (hpcenv did not change it)"
+        )
     return warnings
 
 
@@ -229,7 +220,7 @@ def _check_redirect(layout: Layout) -> None:
                 f"({layout.state_dir}, {layout.home_state_dir})",
                 hint="remove it from the `redirect` setting",
             )
-        home_path = layout.home_dir(name)
+        home_path = layout.in_home(name)
         if os.path.lexists(home_path) and not os.path.islink(home_path):
             if is_within(layout.root, home_path):
                 raise UsageError(
@@ -318,7 +309,7 @@ def plan_setup(layout: Layout, *, allow_home: bool = False, count: bool = False)
     pending = _pending(layout)
     found = []
     for name in layout.redirect:
-        home_path, storage_path = layout.home_dir(name), layout.storage_dir(name)
+        home_path, storage_path = layout.in_home(name), layout.in_storage(name)
         state = _classify(home_path, storage_path)
         _check_storage_dir(layout, storage_path)
         ours = state == "dangling" and _our_link(home_path, storage_path)
@@ -406,7 +397,7 @@ def plan_undo(layout: Layout, *, count: bool = False) -> MigrationPlan:
     pending = _pending(layout)
     found = []
     for name in layout.redirect:
-        home_path, storage_path = layout.home_dir(name), layout.storage_dir(name)
+        home_path, storage_path = layout.in_home(name), layout.in_storage(name)
         state = _classify(home_path, storage_path)
         ours = state == "dangling" and _our_link(home_path, storage_path)
         if state in ("link-elsewhere", "other") or (state == "dangling" and not ours):
@@ -486,7 +477,7 @@ def _seen(layout: Layout) -> tuple:
     names aside, the unfinished journals. (Counting a tree again is what this saves.)"""
     dirs = []
     for name in layout.redirect:
-        home_path, storage_path = layout.home_dir(name), layout.storage_dir(name)
+        home_path, storage_path = layout.in_home(name), layout.in_storage(name)
         link = os.readlink(home_path) if os.path.islink(home_path) else None
         asides = tuple(str(p) for p in _aside_entries(home_path))
         dirs.append((_classify(home_path, storage_path), link, _real_dir(storage_path), asides))

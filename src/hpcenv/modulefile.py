@@ -29,10 +29,10 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tempfile
 from pathlib import Path
 
 from hpcenv.errors import RefusedError, UsageError
+from hpcenv.fsops import atomic_write
 from hpcenv.storage import validate_name
 
 FAMILY = "hpcenv"
@@ -203,17 +203,7 @@ def write_modulefile(text: str, to_dir: Path, name: str) -> Path:
             hint=f"use a directory only you (or admins) can write, or `chmod o-w {to_dir}`",
         )
     target = to_dir / f"{name}.lua"
-    fd, tmp = tempfile.mkstemp(dir=to_dir, prefix=".hpcenv-module-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as out:
-            out.write(text)
-            out.flush()
-            os.fchmod(out.fileno(), 0o644)
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, text, 0o644)
     return target
 
 

@@ -30,43 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpcenv.condarc import envs_dirs
 from hpcenv.errors import RefusedError, UsageError
+from hpcenv.fsops import atomic_write
 from hpcenv.storage import Layout, ensure_state_dir, validate_env_name
 
 META_DIR = Path("etc") / "hpcenv"
 TMP_MARK = ".hpcenv-tmp-"
 ENVIRONMENTS_TXT_LIMIT = 16 * 1024 * 1024
-
-# The user-level condarc files conda reads (conda's search path, less the system ones),
-# relative to HOME; $XDG_CONFIG_HOME/conda/*, $CONDARC and $CONDA_PREFIX/.condarc are added.
-CONDARC_FILES = (".condarc", ".conda/.condarc", ".conda/condarc", ".config/conda/.condarc",
-                 ".config/conda/condarc")  # fmt: skip
-
-
-# --------------------------------------------------------------------------- small file helpers
-
-
-def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
-    """Replace `path` in one step: write a sibling, fsync it, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, raw)
-        os.fsync(fd)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def is_env(prefix: Path) -> bool | None:
@@ -78,68 +49,6 @@ def is_env(prefix: Path) -> bool | None:
     except OSError:  # EACCES, ELOOP, EIO: it may well be there
         return None
     return stat.S_ISDIR(st.st_mode)
-
-
-# --------------------------------------------------------------------------- conda's config
-
-
-def condarc_paths(home: Path, environ: Mapping[str, str] | None = None) -> list[Path]:
-    """The user-level condarc files that exist, in conda's reading order."""
-    env = os.environ if environ is None else environ
-    paths = [home / name for name in CONDARC_FILES]
-    xdg = env.get("XDG_CONFIG_HOME")
-    if xdg:
-        paths += [Path(xdg) / "conda" / ".condarc", Path(xdg) / "conda" / "condarc"]
-    if env.get("CONDA_PREFIX"):
-        paths.append(Path(env["CONDA_PREFIX"]) / ".condarc")
-    if env.get("CONDARC"):
-        paths.append(Path(os.path.expanduser(env["CONDARC"])))
-    out = []
-    for p in dict.fromkeys(paths):
-        try:
-            if p.is_file():
-                out.append(p)
-        except OSError:
-            continue
-    return out
-
-
-def _expand(text: str, home: Path, environ: Mapping[str, str]) -> Path:
-    if text.startswith("~"):
-        text = str(home) + text[1:]
-    for key, value in environ.items():
-        text = text.replace("${" + key + "}", value).replace("$" + key, value)
-    return Path(os.path.abspath(text))
-
-
-def envs_dirs(layout: Layout, environ: Mapping[str, str] | None = None) -> list[Path]:
-    """Where named envs live: hpcenv's envs dir first, then conda's `envs_dirs` (condarc
-    files, $CONDA_ENVS_PATH / $CONDA_ENVS_DIRS)."""
-    env = os.environ if environ is None else environ
-    dirs = [layout.envs_dir]
-    for var in ("CONDA_ENVS_PATH", "CONDA_ENVS_DIRS"):
-        for part in (env.get(var) or "").replace(",", os.pathsep).split(os.pathsep):
-            if part.strip():
-                dirs.append(_expand(part.strip(), layout.home, env))
-    for path in condarc_paths(layout.home, env):
-        data = _read_yaml(path)
-        if not isinstance(data, dict):
-            continue
-        for key in ("envs_dirs", "envs_path"):
-            entries = data.get(key)
-            for entry in entries if isinstance(entries, list) else []:
-                if isinstance(entry, str) and entry.strip():
-                    dirs.append(_expand(entry.strip(), layout.home, env))
-    return list(dict.fromkeys(dirs))
-
-
-def _read_yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
 
 
 # --------------------------------------------------------------------------- environments.txt

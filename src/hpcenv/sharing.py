@@ -38,6 +38,7 @@ from pathlib import Path
 
 from hpcenv import perms
 from hpcenv.errors import OperationError, RefusedError, UsageError
+from hpcenv.fsops import atomic_write
 from hpcenv.journal import tick
 from hpcenv.storage import validate_name
 from hpcenv.trust import SHARE_FILE
@@ -191,21 +192,7 @@ def _check_entry_is_ours(entry: Path) -> None:
 
 
 def _write_json(path: Path, data: dict, mode: int, gid: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fchown(f.fileno(), -1, gid)
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(data, indent=2) + "\n", mode, group=gid)
 
 
 @dataclass(frozen=True)

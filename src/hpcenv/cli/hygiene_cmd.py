@@ -32,11 +32,11 @@ def usage(
     Example:  hpcenv usage
               hpcenv usage --json | jq '.result.envs[] | {name, unique_bytes}'
     """
-    from hpcenv import hygiene
     from hpcenv.report import human_bytes, print_table
+    from hpcenv.usage import usage_report
 
     s, layout = _layout(ctx)
-    report = hygiene.usage_report(layout, s.home_quota)
+    report = usage_report(layout, s.home_quota)
     for message in report.warnings:
         warn(message)
     if json_out:
@@ -86,7 +86,7 @@ def clean(
     Example:  hpcenv clean --dry-run
               hpcenv clean --yes
     """
-    from hpcenv import hygiene
+    from hpcenv import clean as hygiene
     from hpcenv.report import human_bytes
     from hpcenv.storage import check_storage
 
@@ -120,7 +120,7 @@ def clean(
         info(ctx, "finished an interrupted clean")
     for item in report.items:
         if item.status != "removed":
-            warn(f"{item.path}: {item.status}")
+            warn(f"{item.path}: {item.describe_status()}")
     print(f"freed {human_bytes(report.freed_bytes)}")
 
 

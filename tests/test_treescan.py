@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpcenv import usage
-from hpcenv.usage import TreeUsage, scan, scan_many
+from hpcenv import treescan
+from hpcenv.treescan import TreeUsage, scan, scan_many
 from tests.conftest import IS_ROOT, run_as_user
 
 # ---------------------------------------------------------------- the reference
@@ -46,10 +46,12 @@ def reference(roots: list[Path]) -> dict[Path, TreeUsage]:
         return x == y or x.startswith(y + "/") or y.startswith(x + "/")
 
     holders: dict[tuple[int, int], set[Path]] = {}
+    seen_anywhere: Counter = Counter()  # links seen in all the trees (nested ones twice)
     for root, entries in trees.items():
         for _path, s in entries or []:
             if not stat.S_ISDIR(s.st_mode):
                 holders.setdefault((s.st_dev, s.st_ino), set()).add(root)
+                seen_anywhere[(s.st_dev, s.st_ino)] += 1
     out = {}
     for root, entries in trees.items():
         if entries is None:
@@ -74,6 +76,9 @@ def reference(roots: list[Path]) -> dict[Path, TreeUsage]:
             files=sum(links.values()),
             dirs=sum(1 for _p, s in entries if stat.S_ISDIR(s.st_mode)),
             inodes=len(inodes),
+            linked_outside=sum(
+                1 for k, s in files.items() if k not in unique and s.st_nlink > seen_anywhere[k]
+            ),
             last_used=max((s.st_mtime for s in files.values()), default=None),
             errors=0,
         )
@@ -182,9 +187,9 @@ def forks(monkeypatch) -> list[int]:
 def test_a_big_fast_walk_is_finished_by_forked_processes(tree, monkeypatch, forks) -> None:
     env = tree["env"]
     add_many(env)
-    monkeypatch.setattr(usage, "PROBE_ENTRIES", 5)
-    monkeypatch.setattr(usage, "FORK_AFTER_ENTRIES", 10)
-    monkeypatch.setattr(usage, "_auto_processes", lambda: 3)
+    monkeypatch.setattr(treescan, "PROBE_ENTRIES", 5)
+    monkeypatch.setattr(treescan, "FORK_AFTER_ENTRIES", 10)
+    monkeypatch.setattr(treescan, "_auto_processes", lambda: 3)
     assert scan(env) == reference([env])[env]
     assert len(forks) == 2  # this process walks a third share itself
     assert_reaped(forks)
@@ -231,8 +236,8 @@ def test_helpers_join_a_walk_already_under_way_on_a_slow_filesystem(tree, monkey
     for i in range(50):
         (env / "wide" / f"d{i}").mkdir(parents=True)
         (env / "wide" / f"d{i}" / "f").write_bytes(b"w" * i)
-    monkeypatch.setattr(usage, "SLOW_ENTRY_S", 0.0)  # every filesystem counts as slow
-    monkeypatch.setattr(usage, "PROBE_ENTRIES", 5)
+    monkeypatch.setattr(treescan, "SLOW_ENTRY_S", 0.0)  # every filesystem counts as slow
+    monkeypatch.setattr(treescan, "PROBE_ENTRIES", 5)
     started = threading.active_count()
     assert scan(env) == reference([env])[env]
     assert threading.active_count() == started  # every helper was joined

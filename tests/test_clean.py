@@ -1,5 +1,5 @@
-"""`hpcenv usage` and `hpcenv clean` on real envs built from the demo channel, with real
-hardlinks, real pip/uv, and fault injection into the clean executor."""
+"""`hpcenv clean` on real envs built from the demo channel, with real hardlinks, real pip/uv,
+and fault injection into the clean executor."""
 
 from __future__ import annotations
 
@@ -12,186 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from hpcenv import hygiene
+from hpcenv import clean
+from hpcenv.registry import is_env
 from hpcenv.settings import load_settings
-from hpcenv.storage import layout_from
+from hpcenv.storage import CACHE_TRASH, layout_from
+from tests.channels import pkgs, prefix, result_of
 from tests.conftest import IS_ROOT, need, run_as_user
 from tests.fs import hpcenv_in as run
 from tests.fs import hpcenv_ok as ok
 from tests.fs import snapshot
 
-# `quota -s` output as quota-tools prints it (quota.c: heading() and showquotas() formats,
-# space2str/number2str units): a local disk under quota; an NFS home whose long device name
-# wraps the numbers onto the next line, over its soft limit in grace, followed by a group
-# section; no limits at all; plain `quota` (1 KiB blocks, no units); a hard limit reached
-# with no grace time set (a `*` and an empty grace column).
-QUOTA_LOCAL = (
-    "Disk quotas for user alice (uid 1001): \n"
-    "     Filesystem   space   quota   limit   grace   files   quota   limit   grace\n"
-    "      /dev/sda2   4301M  10240M  11264M            102k    200k    250k        \n"
-)
-QUOTA_NFS_WRAPPED = (
-    "Disk quotas for user bob (uid 1002): \n"
-    "     Filesystem   space   quota   limit   grace   files   quota   limit   grace\n"
-    "nfs01.cluster.example:/export/home\n"
-    "                 10300M* 10240M  11264M   6days    5210       0       0        \n"
-    "/dev/mapper/vg-scratch\n"
-    "                    28K       0       0               7       0       0        \n"
-    "Disk quotas for group users (gid 100): \n"
-    "     Filesystem   space   quota   limit   grace   files   quota   limit   grace\n"
-    "      /dev/sda2    900G   1000G   1100G           1000k       0       0        \n"
-)
-QUOTA_NONE = "Disk quotas for user carol (uid 1003): none\n"
-QUOTA_BLOCKS = (
-    "Disk quotas for user dave (uid 1004): \n"
-    "     Filesystem  blocks   quota   limit   grace   files   quota   limit   grace\n"
-    "      /dev/sdb1 4404224  10485760 11534336           51234  100000  110000        \n"
-)
-QUOTA_HARD_NO_GRACE = (
-    "Disk quotas for user erin (uid 1005): \n"
-    "     Filesystem   space   quota   limit   grace   files   quota   limit   grace\n"
-    "      /dev/sda2  11264M* 10240M  11264M            200k*   200k    250k    none\n"
-)
-MiB, GiB = 1024**2, 1024**3
-
-
-def result_of(completed: subprocess.CompletedProcess) -> dict:
-    return json.loads(completed.stdout)["result"]
-
-
-def pkgs(h) -> Path:
-    return h["storage"] / ".cache" / "rattler" / "pkgs"
-
-
-def prefix(h, name: str) -> Path:
-    return h["home"] / ".conda" / "envs" / name
-
 
 def tool_runs(h, env: str, tool: str = "demo-tool") -> bool:
     out = subprocess.run([prefix(h, env) / "bin" / tool], capture_output=True, text=True)
     return out.returncode == 0 and out.stdout.startswith(f"{tool} 1.0")
-
-
-@pytest.fixture
-def two_envs(ready_home):
-    """e1 and e2 share demo-tool; libnum 2.0 was installed into e1 and removed again, so its
-    extracted package is in the cache with nothing linking it."""
-    h = ready_home
-    ok(h, "create", "e1", "demo-tool", "hello", "python", "-c", h["url"])
-    ok(h, "create", "e2", "demo-tool", "numtool", "-c", h["url"])
-    ok(h, "install", "e1", "libnum=2.0")
-    ok(h, "remove", "e1", "libnum")
-    assert (pkgs(h) / "libnum-2.0-0").is_dir()
-    return h
-
-
-# ----------------------------------------------------------------------------------- quota
-
-
-def test_quota_output_of_a_local_disk_gives_space_and_files_with_their_limits():
-    [line] = hygiene.parse_quota(QUOTA_LOCAL)
-    assert line.filesystem == "/dev/sda2"
-    assert (line.used_bytes, line.soft_bytes, line.hard_bytes) == (4301 * MiB, 10 * GiB, 11 * GiB)
-    assert (line.files, line.files_soft, line.files_hard) == (102_000, 200_000, 250_000)
-    assert line.space_grace is None and line.files_grace is None
-
-
-def test_quota_output_with_wrapped_device_names_keeps_each_user_filesystem_only():
-    home, scratch = hygiene.parse_quota(QUOTA_NFS_WRAPPED)
-    assert home.filesystem == "nfs01.cluster.example:/export/home"
-    assert home.used_bytes == 10300 * MiB and home.soft_bytes == 10 * GiB
-    assert home.space_grace == "6days"
-    assert (home.files, home.files_soft, home.files_hard) == (5210, 0, 0)
-    assert scratch.filesystem == "/dev/mapper/vg-scratch"
-    assert scratch.used_bytes == 28 * 1024 and scratch.files == 7
-    # the group section (900G on /dev/sda2) is not the user's quota
-
-
-def test_quota_output_without_limits_or_units_or_grace():
-    assert hygiene.parse_quota(QUOTA_NONE) == []
-    assert hygiene.parse_quota("") == []
-    [blocks] = hygiene.parse_quota(QUOTA_BLOCKS)
-    assert blocks.used_bytes == 4404224 * 1024 and blocks.soft_bytes == 10 * GiB
-    assert blocks.files_soft == 100_000
-    [hard] = hygiene.parse_quota(QUOTA_HARD_NO_GRACE)
-    assert hard.used_bytes == 11 * GiB and hard.space_grace is None
-    assert hard.files == 200_000 and hard.files_grace == "none"
-
-
-def test_home_quota_row_is_found_by_the_device_of_homes_mount():
-    mounts = (
-        "/dev/sda1 / ext4 rw 0 0\n"
-        "nfs01.cluster.example:/export/home /home nfs4 rw 0 0\n"
-        "/dev/mapper/vg-scratch /scratch\\040space xfs rw 0 0\n"
-    )
-    rows = hygiene.parse_quota(QUOTA_NFS_WRAPPED)
-    device = hygiene.mount_device(Path("/home/bob"), mounts)
-    assert device == "nfs01.cluster.example:/export/home"
-    assert hygiene.quota_for(rows, device).used_bytes == 10300 * MiB
-    assert hygiene.mount_device(Path("/scratch space/x"), mounts) == "/dev/mapper/vg-scratch"
-    assert hygiene.quota_for(rows, "/dev/sda1") is None
-    assert hygiene.quota_for(hygiene.parse_quota(QUOTA_LOCAL), None).filesystem == "/dev/sda2"
-
-
-# ----------------------------------------------------------------------------------- usage
-
-
-def test_usage_lists_home_storage_each_cache_and_each_env(two_envs):
-    h = two_envs
-    report = result_of(ok(h, "usage", "--json"))
-    assert report["home"]["path"] == str(h["home"])
-    assert report["storage"]["path"] == str(h["storage"])
-    assert [c["name"] for c in report["caches"]] == ["rattler", "pip", "uv", "conda-pkgs"]
-    assert {e["name"] for e in report["envs"]} == {"e1", "e2"}
-    rattler = report["caches"][0]
-    assert rattler["exists"] and rattler["files"] > 0 and rattler["last_used"]
-    assert all(e["files"] > 0 and e["apparent_bytes"] > 0 for e in report["envs"])
-    assert report["storage_free_bytes"] > 0
-    text = ok(h, "usage").stdout
-    assert "e1" in text and "rattler" in text and "home quota" in text
-
-
-def test_usage_counts_a_hardlinked_file_once(ready_home):
-    h = ready_home
-    ok(h, "create", "e1", "demo-tool", "-c", h["url"])
-    before = result_of(ok(h, "usage", "--json"))
-    big = pkgs(h) / "demo-tool-1.0-0" / "share" / "big.bin"
-    big.write_bytes(b"\0" * (4 * MiB))
-    os.link(big, prefix(h, "e1") / "share" / "big.bin")
-    os.link(big, prefix(h, "e1") / "share" / "big-again.bin")
-    after = result_of(ok(h, "usage", "--json"))
-
-    def grew(kind: str, key: str, name: str | None = None) -> int:
-        rows = after[kind] if isinstance(after[kind], list) else [after[kind]]
-        old = before[kind] if isinstance(before[kind], list) else [before[kind]]
-        pick = [r for r in rows if name in (None, r["name"])][0]
-        was = [r for r in old if name in (None, r["name"])][0]
-        return pick[key] - was[key]
-
-    assert grew("storage", "apparent_bytes") == 4 * MiB  # three names, one file
-    assert grew("storage", "files") == 3
-    assert grew("envs", "apparent_bytes", "e1") == 4 * MiB  # two names in e1, once
-    assert grew("caches", "apparent_bytes", "rattler") == 4 * MiB
-    # linked from both: deleting either alone frees none of it
-    assert grew("envs", "unique_bytes", "e1") == 0
-    assert grew("caches", "unique_bytes", "rattler") == 0
-
-
-def test_usage_measures_home_against_the_home_quota_setting(ready_home):
-    h = ready_home
-    (h["home"] / "data.bin").write_bytes(b"x" * (2 * MiB))
-    site = h["root"] / "site.toml"
-    site.write_text('home_quota = "4M"\n')
-    report = result_of(ok(h, "usage", "--json", HPCENV_SITE_CONFIG=str(site)))
-    quota = report["home_quota"]
-    # with `quota` absent, or answering nothing for this filesystem, the setting is used
-    assert quota["source"] == "home_quota setting"
-    assert quota["limit_bytes"] == 4 * MiB
-    assert 2 * MiB <= quota["used_bytes"] < 3 * MiB
-    assert 50 <= quota["used_percent"] < 75
-
-
-# ----------------------------------------------------------------------------------- clean
 
 
 def test_clean_frees_unused_cache_entries_and_both_envs_still_run(two_envs):
@@ -207,7 +41,7 @@ def test_clean_frees_unused_cache_entries_and_both_envs_still_run(two_envs):
     assert any(name.startswith("python-") for name in kept)
     assert tool_runs(h, "e1") and tool_runs(h, "e2")
     assert tool_runs(h, "e2", "numtool")
-    assert not (h["storage"] / ".cache" / "rattler" / hygiene.TRASH_NAME).exists()
+    assert not (h["storage"] / ".cache" / "rattler" / CACHE_TRASH).exists()
     # nothing left to do; the package comes back when an env asks for it again
     assert result_of(ok(h, "clean", "--dry-run", "--json"))["items"] == []
     ok(h, "create", "e3", "clash-a", "-c", h["url"])
@@ -237,12 +71,12 @@ def test_clean_keeps_a_package_an_env_started_using_after_the_plan(two_envs, mon
     for key, value in h["env"].items():
         monkeypatch.setenv(key, value)
     layout = layout_from(load_settings())
-    plan = hygiene.plan_clean(layout)
+    plan = clean.plan_clean(layout)
     assert [Path(i.path).name for i in plan.items if i.kind == "package"] == ["libnum-2.0-0"]
     ok(h, "create", "late", "clash-a", "-c", h["url"])  # links libnum 2.0 again
-    report = hygiene.execute_clean(plan)
+    report = clean.execute_clean(plan)
     [item] = [i for i in report.items if i.kind == "package"]
-    assert item.status == "kept: in use now" and report.freed_bytes == 0
+    assert item.describe_status() == "kept: in use now" and report.freed_bytes == 0
     assert (prefix(h, "late") / "lib" / "libnum.txt").read_text() == "libnum 2.0\n"
     assert (pkgs(h) / "libnum-2.0-0").is_dir()
 
@@ -378,11 +212,11 @@ def test_clean_killed_after_any_step_loses_no_env_and_the_next_run_finishes(read
 
 
 def _is_env_as_user(paths: list[Path]) -> list[bool | None]:
-    return [hygiene.is_env(p) for p in paths]
+    return [is_env(p) for p in paths]
 
 
 def _packages_in_use_as_user(prefixes: list[Path]) -> list[str]:
-    return hygiene.packages_in_use(prefixes)[2]
+    return clean.plan.packages_in_use(prefixes)[2]
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to act as another user (nobody)")
@@ -411,3 +245,58 @@ def test_an_env_another_user_hides_is_unreadable_not_gone():
         assert unreadable == [str(hidden / "env" / "conda-meta")]
     finally:
         shutil.rmtree(tmp_path)
+
+
+def _clean_as_user(home: Path, storage: Path) -> clean.CleanReport:
+    from hpcenv.storage import Layout
+
+    layout = Layout(home=home, root=storage)
+    return clean.execute_clean(clean.plan_clean(layout))
+
+
+def test_clean_reports_as_removed_only_what_is_gone_and_counts_only_bytes_freed():
+    """A package holding a directory its user may not empty (root's, as a package of a
+    shared install could be): clean removes what it can, reports the package as failed with
+    what is left, counts only the bytes really freed, and the next clean finds the rest."""
+    need("root", IS_ROOT, "a directory the user cannot empty needs another owner")
+    import pwd
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    base = Path(tempfile.mkdtemp(prefix="hpcenv-clean-"))
+    base.chmod(0o755)
+    try:
+        home, storage = base / "home", base / "storage"
+        pkgs_dir = storage / ".cache" / "rattler" / "pkgs"
+        stuck = pkgs_dir / "stuck-1.0-0"
+        free = pkgs_dir / "free-1.0-0"
+        for pkg in (stuck, free):
+            (pkg / "info").mkdir(parents=True)
+            (pkg / "info" / "index.json").write_text("{}")
+            (pkg / "data.bin").write_bytes(b"d" * 10_000)
+        home.mkdir()
+        for dirpath, _dirs, files in os.walk(base):
+            for p in [dirpath, *(os.path.join(dirpath, f) for f in files)]:
+                os.lchown(p, nobody.pw_uid, nobody.pw_gid)
+        locked = stuck / "locked"  # root's: nobody cannot unlink what is in it
+        locked.mkdir()
+        (locked / "keep.bin").write_bytes(b"k" * 30_000)
+
+        report = run_as_user("nobody", _clean_as_user, home, storage)
+
+        items = {Path(i.path).name: i for i in report.items}
+        assert items["free-1.0-0"].status == clean.CleanStatus.REMOVED
+        assert items["free-1.0-0"].bytes >= 10_000
+        failed = items["stuck-1.0-0"]
+        assert failed.status == clean.CleanStatus.FAILED
+        assert "Permission denied" in failed.detail and "keep.bin" in failed.detail
+        assert 10_000 <= failed.bytes < 30_000  # its data.bin went, keep.bin did not
+        assert report.freed_bytes == items["free-1.0-0"].bytes + failed.bytes
+        assert not free.exists() and not stuck.exists()  # both gone from the cache
+        [left] = list((storage / ".cache" / "rattler" / CACHE_TRASH).glob("stuck-1.0-0-*"))
+        assert (left / "locked" / "keep.bin").read_bytes() == b"k" * 30_000
+        again = run_as_user("nobody", _clean_as_user, home, storage)
+        [trash] = [i for i in again.items if i.kind == clean.CleanKind.TRASH]
+        assert trash.status == clean.CleanStatus.FAILED and trash.bytes == 0
+    finally:
+        shutil.rmtree(base)
