@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcenv.channel import PackageSpec, build_channel, demo_packages
+from hpcenv.channel import PackageRecipe, build_channel, demo_packages
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,9 @@ def demo_channel(tmp_path_factory) -> Channel:
     return Channel(path, build_channel(path, demo_packages()))
 
 
-def many_files_package(name: str, files: int, size: int = 1000) -> PackageSpec:
+def many_files_package(name: str, files: int, size: int = 1000) -> PackageRecipe:
     """A package whose unpacked size is far larger than its archive (for ENOSPC tests)."""
-    return PackageSpec(
+    return PackageRecipe(
         name, "1.0", files={f"share/{name}/{i:05d}": "x" * size for i in range(files)}
     )
 

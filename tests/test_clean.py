@@ -185,7 +185,7 @@ def test_clean_killed_after_any_step_loses_no_env_and_the_next_run_finishes(read
         k += 1
         shutil.rmtree(h["storage"])
         subprocess.run(["cp", "-a", str(pristine / "storage"), str(h["root"])], check=True)
-        killed = run(h, "clean", "--yes", HPCENV_TEST_KILL_AFTER=str(k))
+        killed = run(h, "clean", "--yes", _HPCENV_TEST_KILL_AFTER=str(k))
         if killed.returncode == 0:
             break
         assert killed.returncode == -9, killed.stderr
@@ -219,7 +219,7 @@ def _packages_in_use_as_user(prefixes: list[Path]) -> list[str]:
     return clean.plan.packages_in_use(prefixes)[2]
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="needs root to act as another user (nobody)")
+@pytest.mark.root("needs root to act as another user (nobody)")
 def test_an_env_another_user_hides_is_unreadable_not_gone():
     """A registered env whose parent the caller cannot enter is "cannot read", never "gone":
     clean must not count it as deleted (and drop its packages) just because stat failed."""

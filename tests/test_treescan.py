@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from hpcenv import treescan
 from hpcenv.treescan import TreeUsage, scan, scan_many
-from tests.conftest import IS_ROOT, run_as_user
+from tests.conftest import IS_ROOT, need, run_as_user
 
 # ---------------------------------------------------------------- the reference
 
@@ -128,8 +128,8 @@ def test_hand_made_tree_matches_the_reference(tree) -> None:
 
 def test_disk_bytes_and_inodes_agree_with_du(tree) -> None:
     du = shutil.which("du")
-    if du is None or b"GNU" not in subprocess.run([du, "--version"], capture_output=True).stdout:
-        pytest.skip("GNU du not available")
+    gnu = du is not None and b"GNU" in subprocess.run([du, "--version"], capture_output=True).stdout
+    need("GNU du", gnu, "the reference for disk bytes and inodes")
     env = tree["env"]
     got = scan(env)
     du_bytes = subprocess.run([du, "-s", "-B1", env], capture_output=True, check=True).stdout
@@ -187,9 +187,9 @@ def forks(monkeypatch) -> list[int]:
 def test_a_big_fast_walk_is_finished_by_forked_processes(tree, monkeypatch, forks) -> None:
     env = tree["env"]
     add_many(env)
-    monkeypatch.setattr(treescan, "PROBE_ENTRIES", 5)
-    monkeypatch.setattr(treescan, "FORK_AFTER_ENTRIES", 10)
-    monkeypatch.setattr(treescan, "_auto_processes", lambda: 3)
+    monkeypatch.setattr(treescan.walk, "PROBE_ENTRIES", 5)
+    monkeypatch.setattr(treescan.walk, "FORK_AFTER_ENTRIES", 10)
+    monkeypatch.setattr(treescan.walk, "_auto_processes", lambda: 3)
     assert scan(env) == reference([env])[env]
     assert len(forks) == 2  # this process walks a third share itself
     assert_reaped(forks)
@@ -236,8 +236,8 @@ def test_helpers_join_a_walk_already_under_way_on_a_slow_filesystem(tree, monkey
     for i in range(50):
         (env / "wide" / f"d{i}").mkdir(parents=True)
         (env / "wide" / f"d{i}" / "f").write_bytes(b"w" * i)
-    monkeypatch.setattr(treescan, "SLOW_ENTRY_S", 0.0)  # every filesystem counts as slow
-    monkeypatch.setattr(treescan, "PROBE_ENTRIES", 5)
+    monkeypatch.setattr(treescan.walk, "SLOW_ENTRY_S", 0.0)  # every filesystem counts as slow
+    monkeypatch.setattr(treescan.walk, "PROBE_ENTRIES", 5)
     started = threading.active_count()
     assert scan(env) == reference([env])[env]
     assert threading.active_count() == started  # every helper was joined
@@ -407,14 +407,14 @@ def test_an_unexpected_failure_in_a_helper_thread_reaches_the_caller(tree, monke
     assert outcome == ["boom in a helper"]
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="bind mounts need root")
+@pytest.mark.root("bind mounts need root")
 def test_a_bind_mount_loop_is_walked_once(tree) -> None:
     env = tree["env"]
     loop = env / "lib" / "loop"
     loop.mkdir()
     before = scan(env)
-    if subprocess.run(["mount", "--bind", env, loop], capture_output=True).returncode:
-        pytest.skip("mount --bind failed here")
+    bound = subprocess.run(["mount", "--bind", env, loop], capture_output=True)
+    need("mount --bind", bound.returncode == 0, bound.stderr.decode().strip())
     try:
         got = scan(env)
     finally:

@@ -133,7 +133,7 @@ def limit_installed(prefix: Path, cache_dir: Path, packages: Iterable) -> int:
     Package dirs extracted before this process started were checked by the process that
     extracted them, and are skipped (a walk costs ~10 us per file). Their files linked into
     the env are the same inodes as the env's, which the env's walk checks in any case."""
-    from hpcenv.engine import package_cache_dir
+    from hpcenv.pkgcache import package_cache_dir
     from hpcenv.trust import read_share_info
 
     pkgs = package_cache_dir(cache_dir)

@@ -25,15 +25,18 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections import namedtuple
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from hpcenv.condarc import envs_dirs
 from hpcenv.errors import RefusedError, UsageError
 from hpcenv.fsops import atomic_write
 from hpcenv.storage import Layout, ensure_state_dir, validate_env_name
+from hpcenv.strenum import StrEnum
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: activation's hot path
+if TYPE_CHECKING:
+    from typing import Any
 
 META_DIR = Path("etc") / "hpcenv"
 TMP_MARK = ".hpcenv-tmp-"
@@ -54,15 +57,14 @@ def is_env(prefix: Path) -> bool | None:
 # --------------------------------------------------------------------------- environments.txt
 
 
-@dataclass(frozen=True)
-class EnvironmentsTxt:
-    """conda's ~/.conda/environments.txt as read: its prefixes, and why it cannot be rewritten
-    exactly (None when it can, or when it does not exist yet)."""
+class EnvironmentsTxt(
+    namedtuple("EnvironmentsTxt", ["path", "prefixes", "problem", "exists"], defaults=[None, False])
+):
+    """conda's ~/.conda/environments.txt as read: its path, its prefixes, why it cannot be
+    rewritten exactly (None when it can, or when it does not exist yet), whether it exists.
+    (This module's values are named tuples: activation reads it; see `settings.Settings`.)"""
 
-    path: Path
-    prefixes: tuple[Path, ...]
-    problem: str | None = None
-    exists: bool = False
+    __slots__ = ()
 
 
 def read_environments_txt(layout: Layout) -> EnvironmentsTxt:
@@ -181,18 +183,26 @@ def needs_environments_txt_write(layout: Layout, prefix: Path, present: bool) ->
 # --------------------------------------------------------------------------- discovery
 
 
-@dataclass(frozen=True)
-class KnownEnv:
-    prefix: Path
-    name: str | None
-    found_in: tuple[str, ...]  # envs-dir, registry, environments.txt, shared
-    owner: str | None = None  # "alice (group proj)" for a shared group env
+class FoundIn(StrEnum):
+    """Where `discover` found an env (see the module docstring)."""
+
+    ENVS_DIR = "envs-dir"
+    REGISTRY = "registry"
+    ENVIRONMENTS_TXT = "environments.txt"
+    SHARED = "shared"
 
 
-@dataclass(frozen=True)
-class Discovery:
-    envs: tuple[KnownEnv, ...]
-    warnings: tuple[str, ...] = ()
+class KnownEnv(namedtuple("KnownEnv", ["prefix", "name", "found_in", "owner"], defaults=[None])):
+    """An env `discover` found: its prefix, name (None for one known by path), where it was
+    found (`FoundIn`s), and for a shared group env its owner ("alice (group proj)")."""
+
+    __slots__ = ()
+
+
+class Discovery(namedtuple("Discovery", ["envs", "warnings"], defaults=[()])):
+    """Every env (`KnownEnv`s) and what could not be read."""
+
+    __slots__ = ()
 
     def prefixes(self) -> dict[Path, str | None]:
         return {e.prefix: e.name for e in self.envs}
@@ -220,7 +230,7 @@ def discover(
     found: dict[str, KnownEnv] = {}
     warnings: list[str] = []
 
-    def add(prefix: Path, name: str | None, source: str, owner: str | None = None) -> None:
+    def add(prefix: Path, name: str | None, source: FoundIn, owner: str | None = None) -> None:
         key = os.path.realpath(prefix)
         old = found.get(key)
         if old is None:
@@ -230,27 +240,29 @@ def discover(
                 old.prefix, old.name or name, (*old.found_in, source), old.owner or owner
             )
 
+    from hpcenv.condarc import envs_dirs
+
     dirs = envs_dirs(layout, environ)
     for directory in dirs:
         for prefix in _envs_in(directory):
-            add(prefix, prefix.name, "envs-dir")
+            add(prefix, prefix.name, FoundIn.ENVS_DIR)
     for prefix, rec in read_registry(layout).items():
         name = rec.get("name") if isinstance(rec, dict) else None
-        add(Path(prefix), name if isinstance(name, str) else None, "registry")
+        add(Path(prefix), name if isinstance(name, str) else None, FoundIn.REGISTRY)
     txt = read_environments_txt(layout)
     if txt.problem:
         warnings.append(f"{txt.path} {txt.problem}; read what could be read")
     in_dirs = {os.path.realpath(d) for d in dirs}
     for prefix in txt.prefixes:
         name = prefix.name if os.path.realpath(prefix.parent) in in_dirs else None
-        add(prefix, name, "environments.txt")
+        add(prefix, name, FoundIn.ENVIRONMENTS_TXT)
     if shared_root is not None:
-        from hpcenv.sharing import shared_envs
+        from hpcenv.sharedroot import shared_envs
 
         listing = shared_envs(shared_root)
         warnings += listing.warnings
         for env in listing.envs:
-            add(Path(env.prefix), env.name, "shared", f"{env.owner} (group {env.group})")
+            add(Path(env.prefix), env.name, FoundIn.SHARED, f"{env.owner} (group {env.group})")
     return Discovery(tuple(found.values()), tuple(warnings))
 
 
@@ -276,6 +288,8 @@ def resolve(
         prefix = env_prefix(layout, name)
         if is_env(prefix) is not False:
             return name, prefix
+        from hpcenv.condarc import envs_dirs  # conda's config: read only when needed
+
         for directory in envs_dirs(layout, environ)[1:]:
             if is_env(directory / name):
                 return name, directory / name
@@ -300,24 +314,34 @@ def read_meta(prefix: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def env_maker(prefix: Path) -> str:
-    """hpcenv, lock, conda, mamba or unknown (see the module docstring)."""
+class MadeBy(StrEnum):
+    """Who made an env (see the module docstring)."""
+
+    HPCENV = "hpcenv"
+    LOCK = "lock"  # from a lock file (hpcenv's, or a pixi env)
+    CONDA = "conda"
+    MAMBA = "mamba"
+    UNKNOWN = "unknown"  # e.g. a prefix made by a plain rattler script
+
+
+def env_maker(prefix: Path) -> MadeBy:
+    """Who made the env at `prefix` (see the module docstring)."""
     meta = read_meta(prefix)
     if meta is not None:
         made_by = meta.get("made_by")
-        return made_by if made_by in ("hpcenv", "lock", "conda", "mamba", "unknown") else "hpcenv"
+        return MadeBy(made_by) if made_by in MadeBy.__members__.values() else MadeBy.HPCENV
     if (prefix / "conda-meta" / "pixi").exists():
-        return "lock"
+        return MadeBy.LOCK
     from hpcenv.condameta import first_tool
 
     tool = first_tool(prefix)
-    if tool in ("conda", "mamba", "hpcenv"):
-        return tool
+    if tool in (MadeBy.CONDA, MadeBy.MAMBA, MadeBy.HPCENV):
+        return MadeBy(tool)
     try:
         records = sorted((prefix / "conda-meta").glob("*.json"))[:3]
         for path in records:
             if "package_tarball_full_path" in json.loads(path.read_text(encoding="utf-8")):
-                return "conda"
+                return MadeBy.CONDA
     except (OSError, ValueError):
         pass
-    return "unknown"
+    return MadeBy.UNKNOWN

@@ -17,15 +17,31 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections import namedtuple
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from hpcenv.errors import ConfigError
-from hpcenv.gpu import DEFAULT_GPU_PACKAGES
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: activation's hot path
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_SITE_CONFIG = "/etc/hpcenv/site.toml"
+
+# Packages with CPU and CUDA builds on conda-forge (`gpu.packages`; see hpcenv.gpu).
+DEFAULT_GPU_PACKAGES: tuple[str, ...] = (
+    "pytorch",
+    "torchvision",
+    "torchaudio",
+    "libtorch",
+    "jaxlib",
+    "tensorflow",
+    "tensorflow-base",
+    "cupy",
+    "cupy-core",
+    "onnxruntime",
+)
 
 
 # key -> (type, default). Types: str, bool, int, float, "path", "size", ("list", str), ("map", str)
@@ -52,39 +68,41 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
 }
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything hpcenv reads from flags, environment and config files, resolved once."""
+class Settings(
+    namedtuple(
+        "Settings",
+        [
+            "home",  # Path
+            "storage",  # Path | None: the storage root, None when nothing names one
+            "storage_source",  # str: where it came from ("--storage", "$global_storage", ...)
+            "storage_var",  # str: the site's storage variable (default "global_storage")
+            "redirect",  # tuple[str, ...]: the directories `setup` moves (".cache", ".conda")
+            "allow_home",  # bool
+            "channels",  # tuple[str, ...]
+            "channel_alias",  # str
+            "mirrors",  # Mapping[str, str]: channel -> mirror URL
+            "no_user_site",  # bool: activation sets PYTHONNOUSERSITE=1
+            "lock_timeout",  # float: seconds
+            "home_quota",  # int | None: bytes
+            "shared_root",  # Path | None: the site's registry of shared envs
+            "partition",  # str | None: scheduler.partition
+            "gpu_partition",  # str | None
+            "gres",  # str: "--gres=gpu:{n}"
+            "module_lines",  # tuple[str, ...]: lines job scripts run first
+            "log_dir",  # Path | None
+            "stage_dir",  # str | None: node-local disk for --stage; may name variables
+            "gpu_cuda_version",  # str | None: the GPU nodes' driver CUDA version
+            "gpu_packages",  # tuple[str, ...]: packages with CPU and CUDA builds
+            "site_config",  # Path: the site config file read (it may not exist)
+        ],
+    )
+):
+    """Everything hpcenv reads from flags, environment and config files, resolved once.
 
-    home: Path
-    storage: Path | None
-    storage_source: str
-    storage_var: str = "global_storage"
-    redirect: tuple[str, ...] = (".cache", ".conda")
-    allow_home: bool = False
-    channels: tuple[str, ...] = ("conda-forge",)
-    channel_alias: str = "https://conda.anaconda.org"
-    mirrors: Mapping[str, str] = field(default_factory=dict)
-    no_user_site: bool = True
-    lock_timeout: float = 60.0
-    home_quota: int | None = None
-    shared_root: Path | None = None
-    partition: str | None = None
-    gpu_partition: str | None = None
-    gres: str = "--gres=gpu:{n}"
-    module_lines: tuple[str, ...] = ()
-    log_dir: Path | None = None
-    stage_dir: str | None = None  # node-local disk for --stage; may name variables ($TMPDIR)
-    gpu_cuda_version: str | None = None
-    gpu_packages: tuple[str, ...] = DEFAULT_GPU_PACKAGES
-    user_config: Path | None = None
-    site_config: Path | None = None
-    verbose: int = 0
-    quiet: bool = False
+    A named tuple, not a dataclass, as the other values `hpcenv activate` reads on every run:
+    the `dataclasses` import alone costs that command a fifth of its start-up."""
 
-    def with_flags(self, **flags: Any) -> Settings:
-        """A copy with command flags applied (flags win over everything)."""
-        return replace(self, **{k: v for k, v in flags.items() if v is not None})
+    __slots__ = ()
 
 
 _FIELD_FOR_KEY = {
@@ -112,15 +130,15 @@ def parse_size(text: str) -> int | None:
 
 def _load_toml(path: Path) -> tuple[dict[str, Any], str]:
     try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}, ""
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:  # only now: tomllib costs more than the rest of `hpcenv activate`
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
@@ -278,8 +296,6 @@ def load_settings(
     storage: Path | None = None,
     config: Path | None = None,
     environ: Mapping[str, str] | None = None,
-    verbose: int = 0,
-    quiet: bool = False,
 ) -> Settings:
     """Resolve the settings once: flags (the arguments) > env > user config > site config."""
     env = os.environ if environ is None else environ
@@ -321,9 +337,6 @@ def load_settings(
         home=home,
         storage=root,
         storage_source=storage_source,
-        user_config=user_path,
         site_config=site_path,
-        verbose=verbose,
-        quiet=quiet,
         **kwargs,
     )

@@ -7,13 +7,11 @@ tcsh:           single quotes; ! and newlines are rejected (csh history and line
 
 from __future__ import annotations
 
-import re
 import shlex
 
 from hpcenv.errors import UsageError
 
 SHELLS = ("bash", "zsh", "fish", "tcsh", "sh")
-_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def check_shell(shell: str) -> str:
@@ -38,34 +36,3 @@ def quote(shell: str, value: str) -> str:
             )
         return "'" + value.replace("'", "'\\''") + "'"
     return shlex.quote(value)
-
-
-def var(name: str) -> str:
-    if not _VAR.match(name):
-        raise UsageError(f"invalid environment variable name {name!r}")
-    return name
-
-
-def export(shell: str, name: str, value: str) -> str:
-    if shell == "fish":
-        return f"set -gx {var(name)} {quote(shell, value)}"
-    if shell == "tcsh":
-        return f"setenv {var(name)} {quote(shell, value)}"
-    return f"export {var(name)}={quote(shell, value)}"
-
-
-def unset(shell: str, name: str) -> str:
-    if shell == "fish":
-        return f"set -e {var(name)}"
-    if shell == "tcsh":
-        return f"unsetenv {var(name)}"
-    return f"unset {var(name)}"
-
-
-def source(shell: str, path: str) -> str:
-    return f"source {quote(shell, path)}" if shell != "sh" else f". {quote(shell, path)}"
-
-
-def command(words: list[str]) -> str:
-    """A POSIX command line, every word quoted."""
-    return " ".join(shlex.quote(w) for w in words)

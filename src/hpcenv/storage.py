@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 from hpcenv.errors import RefusedError, UsageError
@@ -26,13 +26,11 @@ STATE_DIR_NAME = ".hpcenv"
 CACHE_TRASH = ".hpcenv-trash"
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Paths derived from the settings; no I/O."""
+class Layout(namedtuple("Layout", ["home", "root", "redirect"], defaults=[(".cache", ".conda")])):
+    """Paths derived from the settings; no I/O: `home`, `root` (the storage area) and
+    `redirect` (the directories `setup` moves). A named tuple, as `settings.Settings`."""
 
-    home: Path
-    root: Path
-    redirect: tuple[str, ...] = (".cache", ".conda")
+    __slots__ = ()
 
     @property
     def state_dir(self) -> Path:
@@ -273,10 +271,6 @@ def ensure_private_dir(path: Path) -> Path:
 
 def ensure_state_dir(layout: Layout) -> Path:
     return ensure_private_dir(layout.state_dir)
-
-
-def same_filesystem(a: Path, b: Path) -> bool:
-    return os.stat(a).st_dev == os.stat(b).st_dev
 
 
 def free_bytes(path: Path) -> int:

@@ -20,5 +20,7 @@ else:  # Python 3.10
         def __format__(self, spec: str) -> str:
             return str.__format__(str(self.value), spec)
 
+        __hash__ = str.__hash__  # a member finds its word's entry in a dict, as on 3.11
+
 
 __all__ = ["StrEnum"]

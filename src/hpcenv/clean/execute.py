@@ -22,7 +22,8 @@ from pathlib import Path
 
 from hpcenv.clean.plan import CleanItem, CleanKind, CleanPlan, CleanStatus, plan_clean
 from hpcenv.fsops import remove_tree, tree_size
-from hpcenv.journal import Journal, StorageLock, tick
+from hpcenv.journal import Journal, tick
+from hpcenv.lock import StorageLock
 from hpcenv.storage import Layout, ensure_state_dir
 
 
@@ -137,7 +138,7 @@ def _remove(
     elif item.kind == CleanKind.TRASH:
         left = _left(path, remove_tree(path))
     elif item.kind == CleanKind.LEFTOVER:
-        from hpcenv.envjournal import recover
+        from hpcenv.envs.journal import recover
 
         for r in recover(layout):
             if r.action == "failed" and r.path == item.path:

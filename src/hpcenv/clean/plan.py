@@ -120,7 +120,7 @@ def _strip_archive(name: str) -> str:
 
 def plan_clean(layout: Layout) -> CleanPlan:
     """What `hpcenv clean` would remove, and why. Changes nothing."""
-    from hpcenv.envjournal import dead_leftovers, find_leftovers
+    from hpcenv.envs.journal import dead_leftovers, find_leftovers
 
     items: list[CleanItem] = []
     kept: list[str] = []

@@ -72,7 +72,7 @@ def env_records(prefixes: Mapping[Path, str | None]) -> Check:
 def package_cache(layout: Layout) -> Check:
     """Extracted packages in the cache with a missing or truncated file: envs linked from
     them are damaged, and new installs would link the damage."""
-    from hpcenv import engine
+    from hpcenv.pkgcache import check_cache_entry
 
     damaged = []
     try:
@@ -82,7 +82,7 @@ def package_cache(layout: Layout) -> Check:
     for entry in entries:
         if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
             continue
-        why = engine.check_cache_entry(Path(entry.path))
+        why = check_cache_entry(Path(entry.path))
         if why is not None:
             damaged.append(f"{entry.name}: {why}")
     if not damaged:
@@ -97,7 +97,7 @@ def package_cache(layout: Layout) -> Check:
 
 
 def leftovers(layout: Layout) -> Check:
-    from hpcenv.envjournal import dead_leftovers
+    from hpcenv.envs.journal import dead_leftovers
 
     found = [str(p) for p in dead_leftovers(layout)]
     trash = layout.cache_trash
@@ -114,9 +114,9 @@ def leftovers(layout: Layout) -> Check:
 
 
 def pending_update(prefixes: Mapping[Path, str | None]) -> Check:
-    from hpcenv.envs import META_DIR
+    from hpcenv.envs.update import pending_path
 
-    pending = [(p, n) for p, n in prefixes.items() if (p / META_DIR / "pending.json").exists()]
+    pending = [(p, n) for p, n in prefixes.items() if pending_path(p).exists()]
     if not pending:
         return ok("pending-update", "no interrupted install or remove")
     detail = "interrupted install/remove in " + ", ".join(str(p) for p, _ in pending)
@@ -125,7 +125,8 @@ def pending_update(prefixes: Mapping[Path, str | None]) -> Check:
 
 
 def interrupted(layout: Layout) -> Check:
-    from hpcenv.journal import Journal, StorageLock
+    from hpcenv.journal import Journal
+    from hpcenv.lock import StorageLock
 
     ops = Journal.pending(layout.journal_dir)
     if not ops:
@@ -195,8 +196,9 @@ def gpu_driver(
     if not environ.get("SLURM_JOB_ID"):
         return ok("gpu-driver", "not checked: not inside a SLURM job")
     from hpcenv import gpu
+    from hpcenv.cuda_driver import detect_cuda_driver
 
-    driver = gpu.detect_cuda_driver()
+    driver = detect_cuda_driver()
     if driver is None:
         return ok("gpu-driver", "not checked: no CUDA driver on this node")
     from hpcenv import engine
@@ -207,7 +209,7 @@ def gpu_driver(
             engine.installed_packages(prefix), driver.version, settings.gpu_packages
         )
         checked += 1
-        if report.driver_status == "too_old":
+        if report.driver_status is gpu.DriverStatus.TOO_OLD:
             too_old.append((prefix, name, report))
     if not too_old:
         return ok("gpu-driver", f"driver CUDA {driver.version} satisfies {checked} env(s)")
