@@ -258,7 +258,9 @@ def bench_create(quick: bool, work: Path) -> list[Row | Skipped]:
 
 
 def _bench_create(quick: bool, work: Path) -> list[Row | Skipped]:
-    from hpcenv.channel import build_channel, synthetic_packages
+    from bench.synthetic import synthetic_packages
+
+    from hpcenv.channel import build_channel
 
     n = 50 if quick else 200
     repeat = 3 if quick else 7
@@ -480,7 +482,9 @@ def bench_submit(quick: bool, work: Path) -> list[Row | Skipped]:
 
 def bench_pack(quick: bool, work: Path) -> list[Row | Skipped]:
     """pack + stage of a 20,000-file env (stage = unpack + conda-unpack)."""
-    from hpcenv.channel import build_channel, synthetic_packages
+    from bench.synthetic import synthetic_packages
+
+    from hpcenv.channel import build_channel
 
     n = 50 if quick else 200
     url = build_channel(
@@ -604,9 +608,10 @@ def bench_stage(quick: bool, work: Path) -> list[Row | Skipped]:
     disk). Timed inside one job, so scheduling and `sbatch --wait` polling are left out."""
     if os.geteuid() != 0 or shutil.which("slurmd") is None or shutil.which("sbcast") is None:
         return [Skipped("stage", "needs root and SLURM (slurmd, sbcast) to start 3 nodes")]
+    from bench.synthetic import synthetic_packages
     from tests.slurm import NODE_LOCAL, start_slurm, stop_slurm
 
-    from hpcenv.channel import build_channel, synthetic_packages
+    from hpcenv.channel import build_channel
 
     n = 50 if quick else 200
     repeat = 3 if quick else 5
@@ -677,9 +682,17 @@ done
     ]
 
 
+def bench_startup(quick: bool, work: Path) -> list[Row | Skipped]:
+    """Start-up as users get it (bench/startup.py): fresh processes of a pip-like install."""
+    from bench.startup import bench_startup as run_startup
+
+    return run_startup(quick, work, Row, _demo_env)
+
+
 SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
     "create": bench_create,
     "activation": bench_activation,
+    "startup": bench_startup,
     "migration": bench_migration,
     "usage": bench_usage,
     "submit": bench_submit,
