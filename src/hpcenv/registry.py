@@ -22,7 +22,6 @@ by a plain rattler script, for example).
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections import namedtuple
@@ -149,6 +148,8 @@ def _registry_path(layout: Layout) -> Path:
 def read_registry(layout: Layout) -> dict[str, dict[str, Any]]:
     """hpcenv's own record of the envs it made: {prefix: {"name": name or None}}."""
     try:
+        import json
+
         data = json.loads(_registry_path(layout).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
@@ -168,6 +169,8 @@ def set_registered(
     if present:
         registry[str(prefix)] = {"name": name}
     if registry != before:
+        import json
+
         atomic_write(_registry_path(layout), json.dumps(registry, indent=2) + "\n", 0o600)
     if present:
         _update_environments_txt(layout, [prefix], list(also))
@@ -308,6 +311,8 @@ def resolve(
 
 def read_meta(prefix: Path) -> dict[str, Any] | None:
     try:
+        import json
+
         data = json.loads((prefix / META_DIR / "env.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
@@ -337,6 +342,8 @@ def env_maker(prefix: Path) -> MadeBy:
     tool = first_tool(prefix)
     if tool in (MadeBy.CONDA, MadeBy.MAMBA, MadeBy.HPCENV):
         return MadeBy(tool)
+    import json  # here, not at the top: `hpcenv activate` does not read JSON
+
     try:
         records = sorted((prefix / "conda-meta").glob("*.json"))[:3]
         for path in records:

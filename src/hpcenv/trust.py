@@ -27,7 +27,6 @@ symlinked one of these directories is judged by its target.
 from __future__ import annotations
 
 import grp
-import json
 import os
 import pwd
 import shlex
@@ -99,6 +98,8 @@ def read_share_info(prefix: Path, owner_uid: int | None = None) -> ShareInfo | N
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid not in (owner_uid, 0):
             return None
+        import json
+
         data = json.loads(os.read(fd, 1 << 16))
         group = str(data["group"])
     except (OSError, ValueError, KeyError, TypeError):
