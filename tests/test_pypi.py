@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,9 +18,12 @@ import pytest
 from hpcenv import engine, pipstep, pypi
 from hpcenv.channel import PackageSpec, build_channel
 from hpcenv.errors import RefusedError
+from tests.conftest import IS_ROOT, need
+from tests.foreign import rattler_prefix
 from tests.fs import cli_env, hpcenv, snapshot
 from tests.realpkgs import PYVER, SITE, TQDM, wheel_for_test
 from tests.test_real_packages import world_writable
+from tests.users import chown_tree, ensure_users, hpcenv_as, readable_copy
 
 OLDSIX_PY = "# six, as a conda package vendors it\n__version__ = '0.0.conda'\n"
 
@@ -329,3 +334,83 @@ def test_lock_keeps_pypi_hashes_also_of_local_files_and_all_digit_ones(tmp_path)
     read = engine.read_lock_pypi(lock)
     assert [(n, v, s) for n, v, _loc, s in read] == [(n, v, s) for n, v, _u, s in pins]
     assert [p.url for p in pypi.from_lock(lock)] == [local, "https://h/six.whl"]
+
+
+# --------------------------------------------------------------------------- envs of others
+
+
+def test_install_pip_into_a_plain_rattler_prefix_is_checked_recorded_and_exported(h):
+    """An env hpcenv did not make (py-rattler's own install): the same check and record."""
+    prefix = rattler_prefix(h["tmp"] / "plain", h["channels"], "python", "oldsix")
+    r = run(h, "install", "-p", str(prefix), "--pip", "-r", str(h["index_file"]), "six")
+    assert r.returncode == 2 and "conda package oldsix 1.0" in r.stderr, r.stderr
+    ok(h, "install", "-p", str(prefix), "--pip", "-r", str(h["index_file"]), "tqdm")
+    assert pypi_record(prefix)["tqdm"][2] == sha256_of(h["wheels"]["tqdm"])
+    exported = ok(h, "export", "-p", str(prefix)).stdout
+    assert f"  - tqdm=={TQDM[1]}\n" in exported and "\n- oldsix\n" in exported
+    assert world_writable(prefix) == []
+
+
+def test_another_user_gets_a_mixed_env_and_a_uv_cache_nobody_else_can_write(real_channel, wheels):
+    need("root", IS_ROOT, "running as another user needs root")
+    ensure_users()
+    base = Path(tempfile.mkdtemp(prefix="hpcenv-pypi-user-"))
+    try:
+        base.chmod(0o755)
+        channel = readable_copy(real_channel.path, base / "channel")
+        found = readable_copy(wheels["six"].parent, base / "wheels")
+        home, storage = base / "home", base / "storage"
+        home.mkdir()
+        storage.mkdir()
+        chown_tree(home, "hpcalice")
+        chown_tree(storage, "hpcalice")
+        env = cli_env(home, storage)
+        yml = base / "environment.yml"
+        yml.write_text(
+            f"name: mine\nchannels: [{channel.as_uri()}]\ndependencies:\n  - python\n"
+            f"  - pip:\n    - --no-index\n    - --find-links {found}\n    - six==1.16.0\n"
+        )
+        yml.chmod(0o644)
+        for args in (("setup", "--yes"), ("create", "-f", str(yml))):
+            r = hpcenv_as("hpcalice", *args, env=env)
+            assert r.returncode == 0, r.stderr
+        prefix = storage / ".conda" / "envs" / "mine"
+        assert pypi_record(prefix)["six"][0] == "1.16.0"
+        assert world_writable(storage) == []  # the env and uv's cache (its lock files too)
+        r = hpcenv_as("hpcalice", "run", "mine", "--", "python", "-c", "import six", env=env)
+        assert r.returncode == 0, r.stderr
+    finally:
+        shutil.rmtree(base)
+
+
+def test_pip_section_paths_are_relative_to_the_environment_yml(h):
+    project = h["tmp"] / "project"
+    (project / "wheels").mkdir(parents=True)
+    shutil.copy(h["wheels"]["six"], project / "wheels")
+    (project / "reqs.txt").write_text("--no-index\n--find-links ./wheels\nsix==1.16.0\n")
+    yml = project / "environment.yml"
+    yml.write_text(
+        f"name: rel\nchannels: [{h['channels'][0]}]\ndependencies:\n  - python\n"
+        "  - pip:\n    - -r reqs.txt\n"
+    )
+    r = hpcenv("create", "-f", str(yml), env=h["env"], cwd="/", stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    wheel = project / "wheels" / h["wheels"]["six"].name
+    assert pypi_record(prefix_of(h, "rel"))["six"] == ("1.16.0", wheel.as_uri(), sha256_of(wheel))
+
+
+def test_pypi_packages_installed_by_hand_are_exported_pinned_and_named_by_export_lock(h):
+    ok(h, "create", "e", "python", *channel_args(h))
+    prefix = prefix_of(h, "e")
+    by_hand = subprocess.run(
+        [pipstep.find_uv(), "pip", "install", "--python", str(prefix / "bin" / "python"),
+         "--no-index", "--find-links", str(h["wheels"]["six"].parent), "six==1.16.0"],
+        capture_output=True, text=True, env={**h["env"], "UV_CACHE_DIR": str(h["tmp"] / "uvc")},
+    )  # fmt: skip
+    assert by_hand.returncode == 0, by_hand.stderr
+    assert "  - six==1.16.0\n" in ok(h, "export", "e").stdout
+    r = ok(h, "export", "e", "--lock", "-o", str(h["tmp"] / "e.lock"))
+    assert "not in the lock: PyPI package six 1.16.0 (not installed by hpcenv" in r.stderr
+    assert engine.read_lock_pypi(h["tmp"] / "e.lock") == []
+    info = json.loads(ok(h, "info", "e", "--json").stdout)["result"]
+    assert [(p["name"], p["source"]) for p in info["pypi"]] == [("six", "unrecorded")]

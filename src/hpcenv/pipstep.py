@@ -174,11 +174,24 @@ def requirement_name(line: str) -> str | None:
     return found.group(1)
 
 
+_INCLUDE = re.compile(r"^(-r|--requirement|-c|--constraint)(\s*=\s*|\s+)(\S.*)$")
+
+
+def _anchored(line: str, cwd: Path) -> str:
+    """`-r FILE` / `-c FILE` with FILE relative to `cwd`: uv reads such a path relative to the
+    file that names it, which is hpcenv's own, elsewhere (other paths are relative to the
+    current directory, where uv runs)."""
+    found = _INCLUDE.match(line)
+    if found is None or "://" in found.group(3):
+        return line
+    return f"{found.group(1)} {cwd / os.path.expanduser(found.group(3).strip())}"
+
+
 def _resolve(layout: Layout, prefix: Path, requirements: Sequence[str], work: Path, cwd: Path):
     """The packages `requirements` would install into `prefix` (each artifact's URL and hash),
     nothing installed."""
     python = python_of(prefix)
-    lines = clean_lines(requirements)
+    lines = [_anchored(line, cwd) for line in clean_lines(requirements)]
     reqs = work / "requirements.txt"
     reqs.write_text("\n".join(lines) + "\n", encoding="utf-8")
     hint = "check the PyPI requirements (a name, a version, an index option)"
