@@ -40,7 +40,11 @@ def wheels(request) -> dict[str, Path]:
 def clash_channel(tmp_path_factory) -> str:
     """`oldsix`: a conda package that owns site-packages/six.py (as vendoring packages do)."""
     spec = PackageSpec("oldsix", "1.0", depends=("python",), files={f"{SITE}/six.py": OLDSIX_PY})
-    return build_channel(tmp_path_factory.mktemp("clash-channel"), [spec])
+    egg = PackageSpec(  # installed the old way: an .egg-info file, no RECORD
+        "legacy-six", "1.0", depends=("python",),
+        files={f"{SITE}/legacy_six.py": "", f"{SITE}/legacy_six-1.0-py{PYVER}.egg-info": ""},
+    )  # fmt: skip
+    return build_channel(tmp_path_factory.mktemp("clash-channel"), [spec, egg])
 
 
 @pytest.fixture
@@ -138,7 +142,7 @@ def test_install_pip_that_overwrites_a_conda_file_is_refused_and_the_env_is_unch
 def test_pip_check_refuses_replacing_a_distribution_a_conda_package_installed(h):
     """conda's tqdm (built from the wheel) has a dist-info conda owns: a PyPI tqdm of another
     version would uninstall conda's files even where its own files do not overlap them."""
-    ok(h, "create", "t", "python", "tqdm", *channel_args(h))
+    ok(h, "create", "t", "python", "tqdm", "legacy-six", *channel_args(h))
     other = pypi.PypiPackage(
         "tqdm", "9.9", "file:///nowhere/tqdm-9.9-py3-none-any.whl", "0" * 64,
         files=(f"{SITE}/tqdm_elsewhere/__init__.py",),
@@ -146,9 +150,12 @@ def test_pip_check_refuses_replacing_a_distribution_a_conda_package_installed(h)
     with pytest.raises(RefusedError) as exc:
         pipstep.check(prefix_of(h, "t"), [other], "t", creating=False)
     message = exc.value.message
-    assert (
-        f"{SITE}/tqdm-{TQDM[1]}.dist-info" in message and f"conda package tqdm {TQDM[1]}" in message
-    )
+    assert f"{SITE}/tqdm-{TQDM[1]}.dist-info of conda package tqdm {TQDM[1]}" in message
+    legacy = pypi.PypiPackage("Legacy.Six", "2.0", "file:///nowhere/l.whl", "0" * 64)
+    with pytest.raises(RefusedError) as exc:
+        pipstep.check(prefix_of(h, "t"), [legacy], "t", creating=False)
+    egg = f"{SITE}/legacy_six-1.0-py{PYVER}.egg-info"
+    assert f"{egg} of conda package legacy-six 1.0" in exc.value.message
 
 
 # --------------------------------------------------------------------------- record, export, lock
@@ -387,7 +394,9 @@ def test_pip_section_paths_are_relative_to_the_environment_yml(h):
     project = h["tmp"] / "project"
     (project / "wheels").mkdir(parents=True)
     shutil.copy(h["wheels"]["six"], project / "wheels")
-    (project / "reqs.txt").write_text("--no-index\n--find-links ./wheels\nsix==1.16.0\n")
+    (project / "reqs.txt").write_text("--no-index\n--find-links ./wheels\n-r more/six.txt\n")
+    (project / "more").mkdir()
+    (project / "more" / "six.txt").write_text("six==1.16.0  # from a file the first one names\n")
     yml = project / "environment.yml"
     yml.write_text(
         f"name: rel\nchannels: [{h['channels'][0]}]\ndependencies:\n  - python\n"
@@ -397,6 +406,10 @@ def test_pip_section_paths_are_relative_to_the_environment_yml(h):
     assert r.returncode == 0, r.stderr
     wheel = project / "wheels" / h["wheels"]["six"].name
     assert pypi_record(prefix_of(h, "rel"))["six"] == ("1.16.0", wheel.as_uri(), sha256_of(wheel))
+    exported = ok(h, "export", "rel").stdout  # re-creates the env from anywhere
+    assert exported.endswith(
+        f"- pip:\n  - --no-index\n  - --find-links {project}/wheels\n  - six==1.16.0\n"
+    )
 
 
 def test_pypi_packages_installed_by_hand_are_exported_pinned_and_named_by_export_lock(h):

@@ -325,17 +325,18 @@ def create(
     _check_location(layout, prefix, req.allow_home or settings.allow_home)
     if not req.dry_run:
         check_environments_txt(layout)
-    if req.pip:
-        from hpcenv.pipstep import find_uv
-
-        find_uv()
     from hpcenv import gpu
 
     detected = gpu.detect_cuda_driver_soon()  # the probe child runs while the engine loads
     gpu_info, warnings, cuda, specs = _gpu_prepare(settings, req, req.specs, detected())
     made_by = "hpcenv"
     locked_pypi: list = []
-    pip_lines = list(req.pip)
+    pip_lines: list[str] = []
+    if req.pip:
+        from hpcenv.pipstep import expand, find_uv
+
+        find_uv()
+        pip_lines = expand(req.pip, req.pip_cwd or Path.cwd())  # -r files read, paths absolute
     if req.lockfile is not None:
         from hpcenv import pypi
 
@@ -416,7 +417,7 @@ def create(
                 from hpcenv import pipstep
 
                 plan = pipstep.plan(
-                    layout, tmp, requirements=req.pip, locked=locked_pypi, cwd=req.pip_cwd,
+                    layout, tmp, requirements=pip_lines, locked=locked_pypi, cwd=req.pip_cwd,
                     creating=True,
                 )  # fmt: skip
                 pypi_done = pipstep.apply(layout, plan, final_prefix=prefix)

@@ -174,24 +174,38 @@ def requirement_name(line: str) -> str | None:
     return found.group(1)
 
 
-_INCLUDE = re.compile(r"^(-r|--requirement|-c|--constraint)(\s*=\s*|\s+)(\S.*)$")
+_PATH_OPTION = re.compile(
+    r"^(-r|--requirement|-c|--constraint|-f|--find-links)(?:\s*=\s*|\s+)(\S.*)$"
+)
+_MAX_INCLUDES = 10
 
 
-def _anchored(line: str, cwd: Path) -> str:
-    """`-r FILE` / `-c FILE` with FILE relative to `cwd`: uv reads such a path relative to the
-    file that names it, which is hpcenv's own, elsewhere (other paths are relative to the
-    current directory, where uv runs)."""
-    found = _INCLUDE.match(line)
-    if found is None or "://" in found.group(3):
-        return line
-    return f"{found.group(1)} {cwd / os.path.expanduser(found.group(3).strip())}"
+def expand(lines: Sequence[str], base: Path, depth: int = 0) -> list[str]:
+    """Requirement lines as uv gets them: `-r FILE` replaced by the file's lines (read
+    relative to `base`, theirs relative to the file, as pip does), the paths of `-c` and
+    `--find-links` made absolute, so the lines mean the same wherever they are run or
+    exported. Other relative paths stay relative to `base` (uv runs there)."""
+    out = []
+    for line in clean_lines(lines):
+        found = _PATH_OPTION.match(line)
+        if found is None or "://" in found.group(2):
+            out.append(line)
+            continue
+        option, path = found.group(1), base / os.path.expanduser(found.group(2).strip())
+        if option not in ("-r", "--requirement"):
+            out.append(f"{option} {path}")
+        elif depth >= _MAX_INCLUDES:
+            raise UsageError(f"{path}: requirements files include each other too deeply")
+        else:
+            out += expand(read_requirements(path), path.parent, depth + 1)
+    return out
 
 
 def _resolve(layout: Layout, prefix: Path, requirements: Sequence[str], work: Path, cwd: Path):
     """The packages `requirements` would install into `prefix` (each artifact's URL and hash),
     nothing installed."""
     python = python_of(prefix)
-    lines = [_anchored(line, cwd) for line in clean_lines(requirements)]
+    lines = expand(requirements, cwd)
     reqs = work / "requirements.txt"
     reqs.write_text("\n".join(lines) + "\n", encoding="utf-8")
     hint = "check the PyPI requirements (a name, a version, an index option)"
@@ -282,15 +296,15 @@ def check(prefix: Path, packages: Sequence[PypiPackage], env_label: str, creatin
     """Refuse a set that would overwrite a conda package's file or replace a distribution a
     conda package installed; return the PyPI distributions it replaces ("name version")."""
     owner = conda_owners(prefix)
-    dist_owner = {os.path.dirname(f): o for f, o in owner.items() if ".dist-info/" in f}
+    conda_dists = _conda_dists(owner)
     present = {canonical(d.name): d for d in installed_dists(prefix)}
     replaced = []
     for p in packages:
         old = present.get(canonical(p.name))
         hit = next((f for f in p.files if f in owner), None)
         conda_pkg = owner.get(hit) if hit else None
-        if hit is None and old is not None and old.dist_info in dist_owner:
-            hit, conda_pkg = old.dist_info, dist_owner[old.dist_info]
+        if hit is None and canonical(p.name) in conda_dists:  # uv would uninstall conda's
+            hit, conda_pkg = conda_dists[canonical(p.name)]
         if hit is not None:
             fix = (
                 f"list {p.name} under dependencies instead of pip:"
@@ -306,6 +320,18 @@ def check(prefix: Path, packages: Sequence[PypiPackage], env_label: str, creatin
         if old is not None:
             replaced.append(f"{old.name} {old.version}")
     return replaced
+
+
+def _conda_dists(owner: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """canonical name -> (its dist-info or egg-info, "NAME VERSION" of the conda package) for
+    the Python distributions conda packages installed."""
+    out = {}
+    for f, conda_pkg in owner.items():
+        parts = f.split("/")
+        for i in range(1, len(parts)):
+            if parts[i - 1] == "site-packages" and parts[i].endswith((".dist-info", ".egg-info")):
+                out[canonical(parts[i].split("-")[0])] = ("/".join(parts[: i + 1]), conda_pkg)
+    return out
 
 
 # --------------------------------------------------------------------------- install
@@ -518,9 +544,8 @@ def install_into(
     from hpcenv.envs import ChangeReport
     from hpcenv.registry import resolve
 
-    lines = clean_lines(requirements)
-    for path in files:
-        lines += read_requirements(path)
+    base = Path.cwd() if cwd is None else cwd
+    lines = expand([*requirements, *(f"-r {path}" for path in files)], base)
     if not lines:
         raise UsageError(
             "no PyPI requirements given", hint="hpcenv install ENV --pip NAME[==VERSION]..."

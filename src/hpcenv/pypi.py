@@ -31,6 +31,7 @@ from hpcenv.registry import META_DIR, atomic_write
 
 RECORD_FILE = "pypi.json"
 PENDING_FILE = "pypi-pending.json"
+_NOT_INDEX = ("-e", "--editable", "-r", "--requirement", "-c", "--constraint")
 ARCHIVE_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz")
 
 
@@ -291,9 +292,12 @@ def unrecorded(prefix: Path) -> tuple[tuple[str, str], ...]:
 
 
 def export_lines(prefix: Path, requested: Sequence[str]) -> list[str]:
-    """The `pip:` list `export` writes: the index options asked for, then every PyPI package
+    """The `pip:` list `export` writes: the index options asked for (`--index-url`,
+    `--find-links`, ...; not the requirements, files or constraints), then every PyPI package
     of the env pinned (recorded ones as they were installed)."""
-    options = [r for r in clean_lines(requested) if r.startswith("-") and not r.startswith("-e")]
+    options = [
+        r for r in clean_lines(requested) if r.startswith("-") and not r.startswith(_NOT_INDEX)
+    ]
     pins = [p.requirement for p in recorded(prefix)]
     pins += [f"{name}=={version}" for name, version in unrecorded(prefix)]
     return [*options, *pins] if pins else []
