@@ -74,7 +74,7 @@ class PypiPackage:
             path = unquote(urlsplit(self.url).path)
             return f"-e {path}" if self.editable else path
         if self.kind == "vcs":
-            return f"{self.name} @ {self.url}@{self.commit}" if self.commit else self.url
+            return f"{self.name} @ {self.url}" + (f"@{self.commit}" if self.commit else "")
         if self.kind == "archive":
             return f"{self.name} @ {self.url}"
         return f"{self.name}=={self.version}"
@@ -82,14 +82,8 @@ class PypiPackage:
     @property
     def direct_reference(self) -> str:
         """The requirement line that installs exactly this artifact (checked by its hash)."""
-        if self.kind == "directory":
+        if self.kind in ("directory", "vcs"):
             return self.requirement
-        if self.kind == "vcs":
-            return (
-                f"{self.name} @ {self.url}@{self.commit}"
-                if self.commit
-                else f"{self.name} @ {self.url}"
-            )
         line = f"{self.name} @ {self.url}"
         return f"{line} --hash=sha256:{self.sha256}" if self.sha256 else line
 
@@ -117,7 +111,6 @@ class Dist:
     version: str
     dist_info: str  # prefix-relative
     files: tuple[str, ...]
-    tags: frozenset[str]
     installer: str
 
 
@@ -191,7 +184,7 @@ def _site_dirs(prefix: Path) -> list[Path]:
 
 def installed_dists(prefix: Path) -> list[Dist]:
     """Every `*.dist-info` in the prefix's site-packages: name, version, files (from RECORD,
-    prefix-relative), wheel tags, installer."""
+    prefix-relative), installer."""
     out = []
     for site in _site_dirs(prefix):
         site_rel = os.path.relpath(site, prefix)
@@ -204,14 +197,12 @@ def installed_dists(prefix: Path) -> list[Dist]:
             for row in csv.reader((read_text(d / "RECORD") or "").splitlines()):
                 if row and row[0]:
                     files.append(os.path.normpath(os.path.join(site_rel, row[0])))
-            wheel = HeaderParser().parsestr(read_text(d / "WHEEL") or "")
             out.append(
                 Dist(
                     name=headers.get("Name") or d.name.split("-")[0],
                     version=headers.get("Version") or "",
                     dist_info=os.path.join(site_rel, d.name),
                     files=tuple(files),
-                    tags=frozenset(wheel.get_all("Tag") or ()),
                     installer=(read_text(d / "INSTALLER") or "").strip(),
                 )
             )
