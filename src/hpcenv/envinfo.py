@@ -15,6 +15,7 @@ from typing import Any
 
 from hpcenv.envplan import EnvMeta, requested
 from hpcenv.errors import UsageError
+from hpcenv.pypi import export_lines, has_pending, recorded, unrecorded
 from hpcenv.registry import discover, env_maker, is_env, resolve
 from hpcenv.settings import Settings
 from hpcenv.storage import Layout
@@ -56,6 +57,24 @@ class EnvInfo:
     made_by: str = "unknown"
     specs_from: str = "hpcenv"  # hpcenv | history | records | installed
     damaged: tuple[str, ...] = ()  # "conda-meta/x.json (package x): why; the fix"
+    pypi: tuple[PypiLine, ...] = ()  # PyPI packages (hpcenv's record, then others found)
+    pypi_pending: bool = False  # an `install --pip` was interrupted
+
+
+@dataclass(frozen=True)
+class PypiLine:
+    name: str
+    version: str
+    source: str  # the wheel/sdist URL, the directory, or "unrecorded" (not installed by hpcenv)
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class LockExport:
+    path: str
+    conda: int
+    pypi: int
+    left_out: tuple[str, ...] = ()  # PyPI packages a lock cannot pin, and why
 
 
 def _count_records(prefix: Path) -> int:
@@ -134,7 +153,15 @@ def info(layout: Layout, settings: Settings, name_or_prefix: str) -> EnvInfo:
             + fix.format(name or prefix, d.name)
             for d in state.damaged
         ),
+        pypi=_pypi_lines(prefix),
+        pypi_pending=has_pending(prefix),
     )
+
+
+def _pypi_lines(prefix: Path) -> tuple[PypiLine, ...]:
+    found = [PypiLine(p.name, p.version, p.url, p.sha256) for p in recorded(prefix)]
+    found += [PypiLine(n, v, "unrecorded") for n, v in unrecorded(prefix)]
+    return tuple(found)
 
 
 def export_yaml(layout: Layout, settings: Settings, name_or_prefix: str) -> str:
@@ -155,8 +182,9 @@ def export_yaml(layout: Layout, settings: Settings, name_or_prefix: str) -> str:
         specs = force_gpu_specs(specs, settings.gpu_packages)
     doc: dict[str, Any] = {"name": name or prefix.name, "channels": list(asked.channels)}
     deps: list[Any] = specs
-    if meta is not None and meta.pip:
-        deps.append({"pip": list(meta.pip)})
+    pip = export_lines(prefix, meta.pip if meta is not None else ())
+    if pip:
+        deps.append({"pip": pip})
     doc["dependencies"] = deps
     if meta is not None and (meta.cuda or meta.gpu):
         doc["hpcenv"] = {"cuda": meta.cuda, "gpu": bool(meta.gpu)}
@@ -180,9 +208,11 @@ def file_cuda_choice(path: Path) -> tuple[str | None, bool]:
     return (str(cuda) if cuda is not None else None), section.get("gpu") is True
 
 
-def export_lock(layout: Layout, settings: Settings, name_or_prefix: str, out: Path) -> Path:
+def export_lock(layout: Layout, settings: Settings, name_or_prefix: str, out: Path) -> LockExport:
     """A lock file (rattler's format, which pixi reads) with exact URLs and hashes, naming the
-    channels the packages came from."""
+    channels the packages came from; the PyPI packages hpcenv installed with theirs. Those it
+    cannot pin (no artifact with a hash: a local directory, a VCS checkout, a package
+    installed by hand) are left out and named."""
     from hpcenv import engine
     from hpcenv.envs import _refuse_damaged, channel_urls
 
@@ -191,5 +221,17 @@ def export_lock(layout: Layout, settings: Settings, name_or_prefix: str, out: Pa
     state = engine.read_prefix(prefix)
     _refuse_damaged(state, name, prefix)
     asked = requested(prefix, state.packages, meta)
-    engine.write_lock(state.packages, channel_urls(settings, asked.channels), out)
-    return out
+    pinned = [p for p in recorded(prefix) if p.lockable]
+    left_out = [
+        f"{p.name} {p.version} (from {p.url}: no file with a hash)"
+        for p in recorded(prefix)
+        if not p.lockable
+    ]
+    left_out += [
+        f"{n} {v} (not installed by hpcenv: no URL or hash known)" for n, v in unrecorded(prefix)
+    ]
+    engine.write_lock(
+        state.packages, channel_urls(settings, asked.channels), out,
+        pypi=[(p.name, p.version, p.url, p.sha256 or "") for p in pinned],
+    )  # fmt: skip
+    return LockExport(str(out), len(state.packages), len(pinned), tuple(left_out))

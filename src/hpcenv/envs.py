@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,7 +87,8 @@ class ChangeReport:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     download_bytes: int = 0
-    pip: tuple[str, ...] = ()
+    pip: tuple[str, ...] = ()  # the PyPI requirements asked for
+    pypi: tuple[str, ...] = ()  # "NAME VERSION" of the PyPI packages installed
     warnings: tuple[str, ...] = ()
     gpu: Any = None
     seconds: float = 0.0
@@ -112,6 +112,7 @@ class CreateRequest:
     specs: list[str] = field(default_factory=list)
     channels: list[str] = field(default_factory=list)
     pip: list[str] = field(default_factory=list)
+    pip_cwd: Path | None = None  # relative paths in `pip` are relative to it (the file's dir)
     lockfile: Path | None = None
     cuda: str | None = None
     gpu: bool = False
@@ -324,14 +325,23 @@ def create(
     _check_location(layout, prefix, req.allow_home or settings.allow_home)
     if not req.dry_run:
         check_environments_txt(layout)
-    if req.pip:
-        _find_uv()
     from hpcenv import gpu
 
     detected = gpu.detect_cuda_driver_soon()  # the probe child runs while the engine loads
     gpu_info, warnings, cuda, specs = _gpu_prepare(settings, req, req.specs, detected())
     made_by = "hpcenv"
+    locked_pypi: list = []
+    pip_lines: list[str] = []
+    if req.pip:
+        from hpcenv.pipstep import expand, find_uv
+
+        find_uv()
+        pip_lines = expand(req.pip, req.pip_cwd or Path.cwd())  # -r files read, paths absolute
     if req.lockfile is not None:
+        from hpcenv import pypi
+
+        locked_pypi = pypi.from_lock(req.lockfile)
+        pip_lines = [p.requirement for p in locked_pypi]
         packages = tuple(engine.read_lock(req.lockfile))
         channels = engine.lock_channels(req.lockfile) or channels
         specs = [p.pin for p in packages]
@@ -343,9 +353,11 @@ def create(
         )
     else:
         solution = engine.Solution(())  # conda makes an empty env too
-    if req.pip and not any(p.name == "python" for p in solution.packages):
+    if pip_lines and not any(p.name == "python" for p in solution.packages):
         raise UsageError(
-            "the environment.yml has a pip: section but no python in its dependencies",
+            f"{req.lockfile} has PyPI packages but no python among its conda packages"
+            if req.lockfile
+            else "the environment.yml has a pip: section but no python in its dependencies",
             hint="add python to dependencies",
         )
     gpu_report, more = _gpu_check(settings, req, solution.packages, gpu_info)
@@ -355,7 +367,7 @@ def create(
         prefix=str(prefix),
         packages=lines(solution.packages),
         download_bytes=solution.download_size,
-        pip=tuple(req.pip),
+        pip=tuple(pip_lines),
         gpu=gpu_report,
         added=tuple(p.name for p in solution.packages),
         changes=diff((), solution.packages, set()),
@@ -388,6 +400,7 @@ def create(
             )
         tx = begin_build(layout, prefix, name, replace=replace, specs=meta_specs)
         tmp = tx.tmp
+        pypi_done: tuple = ()
         try:
             more = engine.install(
                 solution, tmp, cache_dir=layout.package_cache, final_prefix=prefix,
@@ -400,15 +413,21 @@ def create(
                 asked={spec_name(s): s for s in meta_specs},
             )  # fmt: skip
             tick()
-            if req.pip:
-                _pip_install(layout, tmp, req.pip)
+            if pip_lines:  # checked against the conda files first; refused: nothing is made
+                from hpcenv import pipstep
+
+                plan = pipstep.plan(
+                    layout, tmp, requirements=pip_lines, locked=locked_pypi, cwd=req.pip_cwd,
+                    creating=True,
+                )  # fmt: skip
+                pypi_done = pipstep.apply(layout, plan, final_prefix=prefix)
                 tick()
             perms.limit_installed(
                 tmp, layout.package_cache, solution.packages
             )  # archives carry their modes
             now = time.time()
             EnvMeta(
-                name, str(prefix), tuple(meta_specs), tuple(channels), tuple(req.pip), cuda,
+                name, str(prefix), tuple(meta_specs), tuple(channels), tuple(pip_lines), cuda,
                 req.gpu, now, now, made_by,
             ).save(tmp)  # fmt: skip
             _write_activation(tmp, prefix, name, settings)
@@ -429,6 +448,7 @@ def create(
         seconds=time.perf_counter() - start,
         recovered=tuple(recovered),
         leftovers_removed=tuple(r.path for r in recovered if r.action == "removed"),
+        pypi=tuple(f"{p.name} {p.version}" for p in pypi_done),
         **report_args,
     )
 
@@ -443,69 +463,6 @@ def _write_activation(
         final_prefix, name=name or str(final_prefix), no_user_site=settings.no_user_site
     )
     atomic_write(build_prefix / META_DIR / "activate.sh", text)
-
-
-def _find_uv() -> str:
-    try:
-        from uv import find_uv_bin
-
-        return find_uv_bin()
-    except (ImportError, FileNotFoundError):
-        found = shutil.which("uv")
-    if not found:
-        raise OperationError(
-            "uv is not installed (it installs the pip: section)", hint="pip install uv"
-        )
-    return found
-
-
-def _pip_install(layout: Layout, build_prefix: Path, requirements: Sequence[str]) -> None:
-    """Install an environment.yml `pip:` list with uv into the env's interpreter."""
-    import subprocess
-    import tempfile
-
-    python = build_prefix / "bin" / "python"
-    uv = _find_uv()
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as reqs:
-        reqs.write("\n".join(requirements) + "\n")
-    env = {
-        **os.environ,
-        "UV_CACHE_DIR": str(layout.uv_cache),
-        "VIRTUAL_ENV": str(build_prefix),
-        "UV_NO_CONFIG": "1",
-        # uv keeps credentials and tools under XDG dirs: in storage, never in home
-        "XDG_DATA_HOME": str(layout.state_dir / "uv-data"),
-        "XDG_CONFIG_HOME": str(layout.state_dir / "uv-config"),
-    }
-    try:
-        result = subprocess.run(
-            [uv, "pip", "install", "--python", str(python), "-r", reqs.name],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-    finally:
-        os.unlink(reqs.name)
-    # uv locks a venv-style prefix with PREFIX/.lock, created 0666 on purpose (astral-sh/uv
-    # #11328, #16845); run/activate/jobscript then refuse the env as world-writable. Take the
-    # write bits the umask denies, and others' always, as for any file hpcenv writes (not
-    # unlinked: a uv running in the env right now may hold it).
-    lock = build_prefix / ".lock"
-    try:
-        st = lock.lstat()
-    except FileNotFoundError:
-        pass
-    else:
-        if not os.path.islink(lock) and st.st_mode & 0o022:
-            mask = os.umask(0o022)
-            os.umask(mask)
-            os.chmod(lock, st.st_mode & 0o7777 & ~mask & ~0o002)
-    if result.returncode != 0:
-        msgs = [line for line in result.stderr.strip().splitlines() if line.strip()]
-        raise OperationError(
-            f"pip requirements failed to install: {' / '.join(msgs[-3:])}",
-            hint="check the pip: section of the environment.yml",
-        )
 
 
 # --------------------------------------------------------------------------- GPU glue

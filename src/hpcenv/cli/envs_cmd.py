@@ -108,6 +108,7 @@ def create(
             req.specs += doc["specs"]
             req.channels = req.channels or doc["channels"]
             req.pip = doc["pip"]
+            req.pip_cwd = file.resolve().parent
             file_cuda, file_gpu = file_cuda_choice(file)
             req.cuda = req.cuda or file_cuda
             req.gpu = req.gpu or file_gpu
@@ -178,23 +179,62 @@ def install(
     cuda: str = typer.Option(None, "--cuda", help="CUDA version of the GPU nodes."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan; change nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Accept changes to packages not named."),
+    pip: bool = typer.Option(
+        False, "--pip", help="The arguments after ENV are PyPI requirements (installed by uv)."
+    ),
+    requirement: list[Path] = typer.Option(
+        None, "-r", "--requirement", help="PyPI requirements file (repeatable; implies --pip)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Add packages. Nothing you did not name is removed, downgraded or rebuilt unless the
     solve needs it, and then only after you agree (--yes where there is no terminal).
+
+    With --pip (or -r FILE) the arguments are PyPI requirements, installed by uv and
+    recorded (export and export --lock keep them); one that would overwrite a conda
+    package's file is refused before anything changes.
 
     With no ENV (and no -n/-p), the active environment ($CONDA_PREFIX). With no specs, it
     repairs an interrupted install.
 
     Example:  hpcenv install myenv scipy "numpy<2"
               hpcenv install -n myenv -c conda-forge scipy
+              hpcenv install myenv --pip six==1.16.0 -r requirements.txt
     """
     env, specs = pick_env(ctx, args, name, prefix)
     env = require_env(env, "install")
+    if pip or requirement:
+        _pip_install(
+            ctx, env, specs, list(requirement or []), dry_run, json_out, channel, gpu, cuda
+        )
+        return
     _update(
         ctx, json_out, yes, env, add=specs, channels=list(channel or []), cuda=cuda, gpu=gpu,
         dry_run=dry_run,
     )  # fmt: skip
+    if not specs:  # also finish an interrupted PyPI install
+        from hpcenv import pipstep
+
+        s, layout = _context(ctx)
+        report = pipstep.finish_interrupted(layout, s, env, on_wait=_waiting(ctx))
+        if report is not None:
+            _emit(ctx, report, json_out)
+
+
+def _pip_install(ctx, env, reqs, files, dry_run, json_out, channel, gpu, cuda) -> None:
+    from hpcenv import pipstep
+    from hpcenv.errors import UsageError
+
+    if channel or gpu or cuda:
+        raise UsageError(
+            "-c, --gpu and --cuda are for conda packages, not with --pip",
+            hint="install the conda packages first, then the PyPI ones with --pip",
+        )
+    s, layout = _context(ctx)
+    report = pipstep.install_into(
+        layout, s, env, reqs, files=files, dry_run=dry_run, on_wait=_waiting(ctx)
+    )
+    _emit(ctx, report, json_out)
 
 
 @app.command()
@@ -284,13 +324,17 @@ def _emit(ctx: typer.Context, report, json_out: bool) -> None:
     if report.dry_run:
         if report.command != "create":
             print(_summary(report))
-        print(f"download: {human_bytes(report.download_bytes)}; nothing was changed")
+        if report.command == "install" and report.pip:
+            print("nothing was changed")
+        else:
+            print(f"download: {human_bytes(report.download_bytes)}; nothing was changed")
     elif report.command == "create":
         if report.resumed:
             print(f"created {where} at {report.prefix} (finished an interrupted create)")
             return
+        pypi = f" and {len(report.pypi)} from PyPI" if report.pypi else ""
         print(
-            f"created {where} at {report.prefix}: {len(report.packages)} packages"
+            f"created {where} at {report.prefix}: {len(report.packages)} packages{pypi}"
             f" in {report.seconds:.2f} s"
         )
         print(f'activate: eval "$(hpcenv activate {where})"')
@@ -301,6 +345,9 @@ def _emit(ctx: typer.Context, report, json_out: bool) -> None:
 
 
 def _summary(report) -> str:
+    if report.pypi or (report.pip and not report.changes):
+        added = ", ".join(f"+{p}" for p in report.pypi) or "nothing to change"
+        return f"{report.command}: {report.name or report.prefix}: PyPI {added}"
     changed = ", ".join(c.describe() for c in report.changes)
     return f"{report.command}: {report.name or report.prefix}: {changed or 'nothing to change'}"
 
@@ -400,13 +447,19 @@ def _show_info(ctx, env: str, json_out: bool, packages_only: bool = False) -> No
             print(f"cuda:     {result.cuda}")
         if result.pip:
             print(f"pip:      {' '.join(result.pip)}")
-        if result.pending:
+        if result.pending or result.pypi_pending:
             print(f"WARNING: an install was interrupted; repair it with `hpcenv install {env}`")
     print_table(
         None,
         ["package", "version", "build", "channel"],
         [(p.name, p.version, p.build, p.channel) for p in result.packages],
     )
+    if result.pypi:
+        print_table(
+            None,
+            ["PyPI package", "version", "from"],
+            [(p.name, p.version, p.source) for p in result.pypi],
+        )
     if result.gpu is not None and (result.gpu.cuda_builds or result.gpu.cpu_builds):
         print(_gpu_line(result.gpu))
 
@@ -454,8 +507,11 @@ def export(
     s, layout = _context(ctx)
     if lock:
         out = output or Path(f"{Path(env).name}.lock")
-        export_lock(layout, s, env, out)
-        info(ctx, f"wrote {out}")
+        result = export_lock(layout, s, env, out)
+        for what in result.left_out:
+            warn(f"not in the lock: PyPI package {what}")
+        pypi = f" and {result.pypi} PyPI packages" if result.pypi else ""
+        info(ctx, f"wrote {out}: {result.conda} conda packages{pypi}")
         return
     text = export_yaml(layout, s, env)
     if output:
