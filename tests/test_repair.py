@@ -230,3 +230,55 @@ def test_installed_files_get_a_recent_access_time_and_keep_their_mtime(ready_hom
         assert time.time() - st.st_atime < 600, rel
     st = os.lstat(prefix / "bin")
     assert time.time() - st.st_atime < 600
+
+
+@pytest.fixture
+def alice(demo_channel):
+    """hpcalice with her own 0700 home and storage (set up), the demo channel readable."""
+    import tempfile
+
+    from tests.conftest import IS_ROOT, need
+    from tests.fs import cli_env
+    from tests.users import chown_tree, ensure_users, hpcenv_as, readable_copy
+
+    need("root", IS_ROOT, "running as another user needs root")
+    ensure_users()
+    base = Path(tempfile.mkdtemp(prefix="hpcenv-repair-"))
+    base.chmod(0o755)
+    channel = readable_copy(demo_channel.path, base / "channel")
+    home, storage = base / "alice" / "home", base / "alice" / "storage"
+    home.mkdir(parents=True)
+    storage.mkdir()
+    chown_tree(base / "alice", "hpcalice")
+    env = cli_env(home, storage, HPCENV_SITE_CONFIG=str(base / "none.toml"))
+
+    def run(*args: str):
+        return hpcenv_as("hpcalice", *args, env=env)
+
+    assert run("setup", "--yes").returncode == 0
+    yield {"run": run, "url": channel.as_uri(), "storage": storage, "env": env}
+    shutil.rmtree(base)
+
+
+def test_a_non_root_user_verifies_and_repairs_her_env_even_a_directory_she_locked(alice):
+    from tests.users import as_user
+
+    r = alice["run"]("create", "demo", *SPECS, "-c", alice["url"])
+    assert r.returncode == 0, r.stderr
+    prefix = alice["storage"] / ".conda" / "envs" / "demo"
+    made = snapshot(prefix)
+    shell = (
+        f"rm {prefix}/bin/numtool && chmod 000 {prefix}/share/demo-tool && "
+        f"truncate -s 1 {prefix}/lib/libnum.txt"
+    )
+    assert as_user("hpcalice", ["sh", "-c", shell], env=alice["env"]).returncode == 0
+    r = alice["run"]("verify", "demo", "--json")
+    [env] = json.loads(r.stdout)["result"]["envs"]
+    bad = {p["name"]: p for p in env["problems"] if p["broken"]}
+    assert r.returncode == 1 and set(bad) == {"numtool", "demo-tool", "libnum"}
+    assert bad["demo-tool"]["changed"][0]["detail"] == "cannot be checked: Permission denied"
+    r = alice["run"]("repair", "demo")
+    assert r.returncode == 0, r.stderr
+    assert "give share/demo-tool its owner's permissions back" in r.stdout
+    assert snapshot(prefix) == made
+    assert alice["run"]("verify", "demo").returncode == 0

@@ -236,11 +236,9 @@ def _convert(key: str, value: Any, where: str) -> Any:
 
 
 def _purged_paths(value: Any, bad) -> tuple[PurgedPath, ...]:
-    """`["/scratch:30", {path = "/tmp/work", days = 7}]` (a string of "PATH:DAYS" entries
-    separated by commas in HPCENV_PURGED_PATHS); paths absolute, days a whole number >= 1."""
+    """`["/scratch:30", {path = "/work/tmp", days = 7}]` ("PATH:DAYS" entries separated by
+    commas in HPCENV_PURGED_PATHS); paths absolute, days a whole number >= 1."""
     what = 'a list of "PATH:DAYS" strings or {path = "...", days = N} tables'
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, (list, tuple)):
         raise bad(what)
     out = []
@@ -315,7 +313,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
                 value = float(raw)
             except ValueError:
                 raise ConfigError(f"{where} must be a number, not {raw!r}") from None
-        elif isinstance(kind, tuple) and kind[0] == "list":
+        elif (isinstance(kind, tuple) and kind[0] == "list") or kind == "purged":
             value = [part.strip() for part in raw.split(",") if part.strip()]
         elif isinstance(kind, tuple) and kind[0] == "map":
             pairs = [part.split("=", 1) for part in raw.split(",") if part.strip()]

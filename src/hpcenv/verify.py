@@ -249,8 +249,8 @@ class _Checker:
             entry: dict = {"_path": rel, "path_type": "hardlink"}
             if len(row) > 2 and row[2].isdigit():
                 entry["size_in_bytes"] = int(row[2])
-            if len(row) > 1 and row[1].startswith("sha256="):
-                entry["sha256_b64"] = row[1][len("sha256=") :]
+            # no hash: RECORD itself, or what pip left unhashed (PEP 376): nothing to compare
+            entry["sha256_b64"] = row[1][7:] if len(row) > 1 and row[1][:7] == "sha256=" else ""
             if rel.endswith((".pyc", ".pyo")):
                 entry["path_type"] = "pyc_recorded"
             entries.append(entry)
@@ -383,6 +383,8 @@ def _content(path: str, entry: dict, placeholder: bool) -> tuple[bool, str] | No
 
     if "sha256_b64" in entry:  # a RECORD line: urlsafe base64 without padding
         want = entry["sha256_b64"]
+        if not want:
+            return None
         digest = _sha256(path)
         if digest is None:
             return True, "cannot be read"
