@@ -163,7 +163,7 @@ def test_repair_of_a_package_gone_from_cache_and_channel_says_which_and_changes_
     assert r.returncode == 1 and r.stdout == ""
     [line] = r.stderr.splitlines()
     assert "numtool 1.0 (0) is gone from the package cache and from its channel" in line
-    assert "nothing was changed" in line and "hpcenv export demo --lock" in line
+    assert "nothing in the env was changed" in line and "hpcenv export demo --lock" in line
     assert snapshot(prefix, h["storage"] / ".cache") == before
 
 
@@ -282,3 +282,24 @@ def test_a_non_root_user_verifies_and_repairs_her_env_even_a_directory_she_locke
     assert "give share/demo-tool its owner's permissions back" in r.stdout
     assert snapshot(prefix) == made
     assert alice["run"]("verify", "demo").returncode == 0
+
+
+def test_repair_whose_download_fails_changes_nothing_in_the_env_and_leaves_no_journal(
+    ready_home, tmp_path
+):
+    h = ready_home
+    url = build_channel(tmp_path / "chan", demo_packages())
+    hpcenv_ok(h, "create", "demo", *SPECS, "-c", url)
+    prefix = env_dir(h, "demo")
+    shutil.rmtree(cache_entry(h, "numtool-1.0-0"))
+    archive = tmp_path / "chan" / "linux-64" / "numtool-1.0-0.tar.bz2"
+    archive.write_bytes(archive.read_bytes()[:100])  # there, but not a package any more
+    (prefix / "bin" / "numtool").unlink()
+    before = snapshot(prefix)
+    r = hpcenv_in(h, "repair", "demo")
+    assert r.returncode == 1
+    [line] = r.stderr.splitlines()
+    assert "numtool 1.0 (0) is not in the package cache and cannot be downloaded again" in line
+    assert snapshot(prefix) == before
+    assert not list((h["storage"] / ".hpcenv" / "journal").glob("repair-*.jsonl"))
+    assert "an interrupted repair" not in hpcenv_in(h, "verify", "demo").stdout

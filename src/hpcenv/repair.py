@@ -157,10 +157,8 @@ def plan_repair(
     name, prefix = resolve(layout, name_or_prefix)
     check_trusted(prefix)
     require_writable(prefix, [prefix, prefix / "conda-meta"])
-    journal_path = layout.journal_dir / f"{journal_name(prefix)}.jsonl"
-    if journal_path.exists():
-        journal = Journal.open(layout.journal_dir, journal_name(prefix), {})
-        h = journal.header
+    h = _pending_header(layout, prefix)
+    if h is not None:
         fixes = tuple(
             PackageFix(**{k: tuple(v) if isinstance(v, list) else v for k, v in f.items()})
             for f in h.get("fixes", [])
@@ -177,6 +175,16 @@ def plan_repair(
     )
     keys = frozenset(_record_names(prefix))
     return RepairPlan(report, prefix, name, tuple(records), unreadable, keys)
+
+
+def _pending_header(layout: Layout, prefix: Path) -> dict | None:
+    """The header of an interrupted repair of `prefix` (read only), or None."""
+    try:
+        with open(layout.journal_dir / f"{journal_name(prefix)}.jsonl", encoding="utf-8") as f:
+            header = json.loads(f.readline())
+    except (OSError, ValueError):
+        return None
+    return header if isinstance(header, dict) and "fixes" in header else None
 
 
 def _record_names(prefix: Path) -> list[str]:
@@ -221,6 +229,10 @@ def _decide(layout: Layout, settings, prefix: Path, check: EnvCheck):
         )  # fmt: skip
         records.append(os.path.basename(pkg.record))
     unreadable = {}
+    for u in check.unreadable:
+        if not u.path.endswith(".json") and u.version:  # a PyPI package's RECORD
+            origin = f"{u.name}=={u.version}"
+            fixes.append(PackageFix(u.name, u.version, "", "pypi", "uv", u.reason, 0, 0, origin))
     bad = {u.path: u for u in check.unreadable if u.path.endswith(".json")}
     for d in state.damaged:  # records the engine refuses although they are JSON
         if d.path not in bad:
@@ -368,10 +380,12 @@ def _check_reachable(layout: Layout, prefix: Path, info, how: str) -> None:
 
     path = Path(unquote(urlparse(info.url).path))
     if not path.is_file():
-        raise gone(layout, prefix, info, f"{path} does not exist")
+        raise gone(layout, prefix, info, f"{path} does not exist", from_channel=True)
 
 
-def gone(layout: Layout, prefix: Path, info, reason: str) -> OperationError:
+def gone(
+    layout: Layout, prefix: Path, info, reason: str, *, from_channel: bool = False
+) -> OperationError:
     """The error for a package nobody can give back: which one, and the lock to re-create from."""
     from hpcenv.envplan import EnvMeta
 
@@ -385,9 +399,14 @@ def gone(layout: Layout, prefix: Path, info, reason: str) -> OperationError:
         f"re-create the env from it with a channel or mirror that has the package "
         f"(`hpcenv create {Path(env).name} -f {Path(env).name}.lock --force`)"
     )
+    where = (
+        "is gone from the package cache and from its channel"
+        if from_channel
+        else "is not in the package cache and cannot be downloaded again"
+    )
     return OperationError(
-        f"cannot repair {env}: {info.name} {info.version} ({info.build}) is gone from the "
-        f"package cache and from its channel ({reason}); nothing was changed",
+        f"cannot repair {env}: {info.name} {info.version} ({info.build}) {where} ({reason}); "
+        "nothing in the env was changed",
         hint=hint,
     )
 
@@ -404,7 +423,7 @@ def apply_repair(
 ) -> RepairReport:
     """Carry out a plan under the storage lock (see the module docstring for the steps)."""
     from hpcenv import engine
-    from hpcenv.envjournal import recover
+    from hpcenv.envjournal import recover, remove_tree
 
     start = time.perf_counter()
     r = plan.report
@@ -433,7 +452,12 @@ def apply_repair(
         wanted = _wanted(state, copies, plan.records)
         wanted += _unreadable_wanted(layout, settings, prefix, state, plan.unreadable)
         if not journal.last(step="cache"):
-            _refresh_cache(layout, prefix, conda, wanted, state)
+            try:
+                _refresh_cache(layout, prefix, conda, wanted, state)
+            except OperationError:  # nothing in the env changed: no repair to finish
+                remove_tree(work)
+                journal.finish("not-repaired")
+                raise
             journal.record(step="cache")
         for fix in r.fixes:
             _move_aside(prefix, fix, journal)
@@ -459,8 +483,6 @@ def apply_repair(
                 journal.record(step="pypi", name=fix.name)
         perms.limit_installed(prefix, layout.package_cache, engine.read_prefix(prefix).packages)
         tick()
-        from hpcenv.envjournal import remove_tree
-
         remove_tree(work)
         journal.finish()
     return RepairReport(

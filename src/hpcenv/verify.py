@@ -22,11 +22,10 @@ Extra files: an entry of a directory that holds files of exactly one package and
 record lists (`__pycache__` and `.pyc` left out) is reported as extra, never as broken.
 
 Speed: one `lstat` per recorded path, nothing else unless something is wrong (a `bin/` file
-without an execute bit is read for `#!` or an ELF header). Records are read and checked in
-parallel as the usage walker does (`hpcenv.usage`): small envs in this process; on a slow
-filesystem with threads; a big env on a fast one split over forked processes. `deadline`
-(a `time.monotonic()` value) bounds a check: what was not reached is reported as not
-checked (`EnvCheck.complete` is false).
+without an execute bit is read for `#!` or an ELF header). Packages are checked in this
+process, in threads on a slow filesystem, or over forked processes for a big env
+(`hpcenv.fanout`, the usage walker's rule). `deadline` (a `time.monotonic()` value) bounds
+a check: what was not reached is reported as not checked (`EnvCheck.complete` is false).
 """
 
 from __future__ import annotations
@@ -35,20 +34,19 @@ import csv
 import hashlib
 import json
 import os
-import pickle
 import stat
-import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hpcenv import fanout
 
 EXEC_DIRS = ("bin/", "sbin/", "libexec/")
 LISTED_LIMIT = 200  # file names kept per package and kind (the counts are always exact)
 # Checking a path costs about 3x what the usage walker spends on an entry (the record is
 # parsed, the path looked up): fork for a third of the walker's entries.
 FORK_AFTER_ENTRIES = 4000
+_BYTES_PER_ENTRY = 300  # a conda record holds about this many bytes per path
 
 
 # --------------------------------------------------------------------------- results
@@ -202,6 +200,10 @@ class _Checker:
         self.extras = extras
         self.deadline = deadline
 
+    def one(self, unit: _Unit) -> _Done | None:
+        """Check one unit; None when the deadline passed."""
+        return self.conda(unit) if unit.kind == "conda" else self.pypi(unit)
+
     def conda(self, unit: _Unit) -> _Done | None:
         t0 = time.perf_counter()
         try:
@@ -237,8 +239,9 @@ class _Checker:
             with open(os.path.join(dist, "RECORD"), encoding="utf-8", newline="") as f:
                 rows = list(csv.reader(f))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            name = os.path.basename(dist).removesuffix(".dist-info")
-            return _Done(unreadable=UnreadableRecord(dist, name, "", "", f"RECORD: {exc}"))
+            name, version = _dist_name_version(dist)
+            why = f"its RECORD is not readable ({exc.__class__.__name__})"
+            return _Done(unreadable=UnreadableRecord(dist, name, version, "", why))
         entries = []
         for row in rows:
             if not row or not row[0]:
@@ -441,158 +444,6 @@ def _dist_name_version(dist: str) -> tuple[str, str]:
     return name or guess_name, version or guess_version
 
 
-# --------------------------------------------------------------------------- running units
-
-
-def _run_units(
-    units: list[_Unit], checker: _Checker, threads: int | None, processes: int | None
-) -> tuple[list[_Done], bool]:
-    """Every unit's outcome (in no particular order) and whether all were reached.
-
-    Auto mode (threads and processes None): units in this process, smallest first, until
-    PROBE_ENTRIES paths are checked; slower than SLOW_ENTRY_S a path (a network filesystem),
-    the rest with SLOW_FS_THREADS threads; else, with more than FORK_AFTER_ENTRIES left,
-    over forked processes (the usage walker's rule, `hpcenv.usage`)."""
-    from hpcenv import usage
-
-    todo = sorted(units, key=lambda u: u.weight)
-    out: list[_Done] = []
-    if threads is None and processes is None:
-        probed = 0
-        spent = 0.0
-        while todo and probed < usage.PROBE_ENTRIES:
-            done = _one(checker, todo.pop(0))
-            if done is None:
-                return out, False
-            out.append(done)
-            probed += done.entries
-            spent += done.seconds
-        if not todo:
-            return out, True
-        if probed and spent / probed > usage.SLOW_ENTRY_S:
-            threads = usage.SLOW_FS_THREADS
-        elif sum(u.weight for u in todo) > _BYTES_PER_ENTRY * FORK_AFTER_ENTRIES:
-            processes = usage._auto_processes()
-    if processes is not None and processes > 1 and len(todo) > 1:
-        more, complete = _forked(todo, checker, processes)
-    elif threads is not None and threads > 1 and len(todo) > 1:
-        more, complete = _threaded(todo, checker, threads)
-    else:
-        more, complete = _serial(todo, checker)
-    return out + more, complete
-
-
-_BYTES_PER_ENTRY = 300  # a conda record holds about this many bytes per path
-
-
-def _one(checker: _Checker, unit: _Unit) -> _Done | None:
-    return checker.conda(unit) if unit.kind == "conda" else checker.pypi(unit)
-
-
-def _serial(units: Sequence[_Unit], checker: _Checker) -> tuple[list[_Done], bool]:
-    out = []
-    for unit in units:
-        done = _one(checker, unit)
-        if done is None:
-            return out, False
-        out.append(done)
-    return out, True
-
-
-def _threaded(units, checker, threads: int) -> tuple[list[_Done], bool]:
-    stop = threading.Event()
-
-    def work(unit):
-        if stop.is_set():
-            return None
-        done = _one(checker, unit)
-        if done is None:
-            stop.set()
-        return done
-
-    with ThreadPoolExecutor(max_workers=min(threads, len(units))) as pool:
-        results = list(pool.map(work, units))
-    out = [r for r in results if r is not None]
-    return out, len(out) == len(units)
-
-
-def _shares(units: Sequence[_Unit], n: int) -> list[list[_Unit]]:
-    """n lists of units with about equal weight (largest first, each to the lightest)."""
-    shares: list[list[_Unit]] = [[] for _ in range(n)]
-    loads = [0] * n
-    for unit in sorted(units, key=lambda u: -u.weight):
-        i = loads.index(min(loads))
-        shares[i].append(unit)
-        loads[i] += unit.weight
-    return [s for s in shares if s]
-
-
-def _forked(units, checker, processes: int) -> tuple[list[_Done], bool]:
-    """This process and `processes - 1` forked children, each a share; a child that fails
-    (or cannot be forked) has its share checked here."""
-    from hpcenv import usage
-
-    mine, *others = _shares(units, processes)
-    children: list[tuple[int, int, list[_Unit]]] = []
-    try:
-        for share in others:
-            child = _spawn(checker, share)
-            if child is None:
-                mine += share
-            else:
-                children.append((*child, share))
-        out, complete = _serial(mine, checker)
-        while children:
-            pid, fd, share = children.pop(0)
-            got = _receive(pid, fd)
-            if got is None:
-                got = _serial(share, checker)
-            out += got[0]
-            complete = complete and got[1]
-    finally:
-        for pid, fd, _share in children:  # interrupted: end our own children
-            os.close(fd)
-            usage._end(pid)
-    return out, complete
-
-
-def _spawn(checker: _Checker, share: list[_Unit]) -> tuple[int, int] | None:
-    read, write = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(read)
-        os.close(write)
-        return None
-    if pid == 0:  # the child: checks, pickles, then _exit (no atexit, no flush)
-        status = 1
-        try:
-            os.close(read)
-            data = pickle.dumps(_serial(share, checker), protocol=pickle.HIGHEST_PROTOCOL)
-            with os.fdopen(write, "wb") as out:
-                out.write(data)
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write)
-    return pid, read
-
-
-def _receive(pid: int, fd: int) -> tuple[list[_Done], bool] | None:
-    from hpcenv import usage
-
-    try:
-        with os.fdopen(fd, "rb") as inp:
-            data = inp.read()
-    except BaseException:
-        usage._end(pid)
-        raise
-    _pid, status = os.waitpid(pid, 0)
-    if status != 0 or not data:
-        return None
-    return pickle.loads(data)
-
-
 # --------------------------------------------------------------------------- one env
 
 
@@ -647,7 +498,13 @@ def check_prefix(
         return EnvCheck(name, str(prefix), full, 0, 0, error=f"cannot read {meta}: {exc.strerror}")
     units.sort(key=lambda u: u.path)
     checker = _Checker(root, full, extras, deadline)
-    done, complete = _run_units(units, checker, threads, processes)
+    done, complete = fanout.run(
+        units,
+        checker.one,
+        threads=threads,
+        processes=processes,
+        fork_after=_BYTES_PER_ENTRY * FORK_AFTER_ENTRIES,
+    )
     conda_dirs: set[str] = set()
     for d in done:
         conda_dirs.update(d.names)
@@ -657,7 +514,13 @@ def check_prefix(
         if os.path.relpath(d, prefix) not in conda_dirs
     ]
     if complete and pypi:
-        more, complete = _run_units(pypi, checker, threads, processes)
+        more, complete = fanout.run(
+            pypi,
+            checker.one,
+            threads=threads,
+            processes=processes,
+            fork_after=_BYTES_PER_ENTRY * FORK_AFTER_ENTRIES,
+        )
         done += more
     checked = [d for d in done if d.check is not None]
     extra = _extras(root, checked) if extras and complete else {}
