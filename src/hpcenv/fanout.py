@@ -19,10 +19,7 @@ thread). A child that fails, or cannot be forked, has its share done here.
 from __future__ import annotations
 
 import os
-import pickle
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from hpcenv import usage
@@ -77,6 +74,9 @@ def _serial(pieces: Sequence[Any], work: Work) -> tuple[list[Any], bool]:
 
 
 def _threaded(pieces: Sequence[Any], work: Work, threads: int) -> tuple[list[Any], bool]:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     stop = threading.Event()
 
     def one(piece):
@@ -106,6 +106,8 @@ def shares(pieces: Sequence[Any], n: int) -> list[list[Any]]:
 
 def _forked(pieces: Sequence[Any], work: Work, processes: int) -> tuple[list[Any], bool]:
     """This process and `processes - 1` forked children, a share each."""
+    import pickle  # noqa: F401 - loaded before forking, not in each child
+
     mine, *others = shares(pieces, processes)
     children: list[tuple[int, int, list[Any]]] = []
     try:
@@ -143,6 +145,8 @@ def _spawn(work: Work, share: list[Any]) -> tuple[int, int] | None:
     if pid == 0:  # the child: work, pickle, then _exit (no atexit, no flush)
         status = 1
         try:
+            import pickle
+
             os.close(read)
             data = pickle.dumps(_serial(share, work), protocol=pickle.HIGHEST_PROTOCOL)
             with os.fdopen(write, "wb") as out:
@@ -165,4 +169,6 @@ def _receive(pid: int, fd: int) -> tuple[list[Any], bool] | None:
     _pid, status = os.waitpid(pid, 0)
     if status != 0 or not data:
         return None
+    import pickle
+
     return pickle.loads(data)

@@ -30,8 +30,6 @@ a check: what was not reached is reported as not checked (`EnvCheck.complete` is
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import os
 import stat
@@ -233,6 +231,8 @@ class _Checker:
 
     def pypi(self, unit: _Unit) -> _Done | None:
         t0 = time.perf_counter()
+        import csv
+
         dist = unit.path
         site = os.path.relpath(os.path.dirname(dist), self.root)
         try:
@@ -404,6 +404,8 @@ def _content(path: str, entry: dict, placeholder: bool) -> tuple[bool, str] | No
 
 
 def _sha256(path: str) -> bytes | None:
+    import hashlib
+
     try:
         with open(path, "rb") as f:
             if hasattr(hashlib, "file_digest"):
@@ -523,7 +525,7 @@ def check_prefix(
         )
         done += more
     checked = [d for d in done if d.check is not None]
-    extra = _extras(root, checked) if extras and complete else {}
+    extra = _extras(root, checked, threads, processes) if extras and complete else {}
     problems = []
     for d in sorted(checked, key=lambda d: (d.check.source, d.check.name)):
         check = d.check
@@ -568,7 +570,25 @@ def _with_extras(check: PackageCheck, extra: list[str], counts) -> PackageCheck:
     return replace(check, extra=tuple(sorted(extra)[:LISTED_LIMIT]), counts=counts)
 
 
-def _extras(root: str, checked: list[_Done]) -> dict[str, list[str]]:
+@dataclass(frozen=True)
+class _Owned:
+    """The directories only one package has files in (a piece of the extras' listing)."""
+
+    record: str
+    dirs: tuple[tuple[str, tuple[str, ...]], ...]  # directory, the names recorded in it
+    mine: frozenset  # every directory on the way to the package's paths
+    weight: int
+
+
+@dataclass
+class _Listed:
+    record: str
+    found: list[str]
+    entries: int
+    seconds: float
+
+
+def _extras(root: str, checked: list[_Done], threads, processes) -> dict[str, list[str]]:
     """Per package record: entries of the directories only it has files in that no record
     lists (`__pycache__` and .pyc left out: python's own caches)."""
     ancestors: list[set[str]] = []
@@ -582,30 +602,43 @@ def _extras(root: str, checked: list[_Done]) -> dict[str, list[str]]:
         ancestors.append(mine)
         for directory in mine:
             holders[directory] = holders.get(directory, 0) + 1
-    out: dict[str, list[str]] = {}
+    pieces = []
     for d, mine in zip(checked, ancestors, strict=True):
-        found = []
-        for directory, recorded in d.names.items():
-            if not directory or holders.get(directory) != 1:
+        owned = tuple(
+            (directory, tuple(names))
+            for directory, names in d.names.items()
+            if directory and holders.get(directory) == 1
+        )
+        if owned:
+            weight = sum(len(names) for _, names in owned)
+            pieces.append(_Owned(d.check.record, owned, frozenset(mine), weight))
+    done, _complete = fanout.run(
+        pieces, lambda piece: _list_owned(root, piece), threads=threads, processes=processes,
+        fork_after=FORK_AFTER_ENTRIES * 2,
+    )  # fmt: skip
+    return {d.record: d.found for d in done if d.found}
+
+
+def _list_owned(root: str, piece: _Owned) -> _Listed:
+    t0 = time.perf_counter()
+    found = []
+    for directory, recorded in piece.dirs:
+        try:
+            unlisted = set(os.listdir(root + directory)).difference(recorded)
+        except OSError:
+            continue
+        for entry in sorted(unlisted):
+            if entry == "__pycache__" or entry.endswith((".pyc", ".pyo")):
+                continue
+            path = f"{directory}/{entry}"
+            if path in piece.mine:
                 continue
             try:
-                unlisted = set(os.listdir(root + directory)).difference(recorded)
+                is_dir = stat.S_ISDIR(os.lstat(root + path).st_mode)
             except OSError:
                 continue
-            for entry in sorted(unlisted):
-                if entry == "__pycache__" or entry.endswith((".pyc", ".pyo")):
-                    continue
-                path = f"{directory}/{entry}"
-                if path in mine:
-                    continue
-                try:
-                    is_dir = stat.S_ISDIR(os.lstat(root + path).st_mode)
-                except OSError:
-                    continue
-                found.append(path + "/" if is_dir else path)
-        if found:
-            out[d.check.record] = found
-    return out
+            found.append(path + "/" if is_dir else path)
+    return _Listed(piece.record, found, piece.weight, time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------- the command
