@@ -168,9 +168,9 @@ def limit_installed(prefix: Path, cache_dir: Path, packages: Iterable) -> int:
     return changed + apply_umask(prefix, keep=keep, atime_ns=time.time_ns())
 
 
-# Entries accessed this recently are left as they are (a fresh extraction already has the
-# install's access time): a utime per entry costs as much as the walk's lstat.
-ATIME_SLACK_S = 60.0
+# Entries accessed this recently are left as they are: a fresh extraction already has the
+# install's access time, and purges count in days. A utime costs as much as the walk's lstat.
+ATIME_SLACK_S = 3600.0
 
 
 def _set_atime(dir_fd: int, name: str, atime_ns: int, mtime_ns: int) -> None:
