@@ -303,3 +303,18 @@ def test_repair_whose_download_fails_changes_nothing_in_the_env_and_leaves_no_jo
     assert snapshot(prefix) == before
     assert not list((h["storage"] / ".hpcenv" / "journal").glob("repair-*.jsonl"))
     assert "an interrupted repair" not in hpcenv_in(h, "verify", "demo").stdout
+
+
+def test_repair_says_when_a_package_ships_a_program_without_its_execute_bit(ready_home, tmp_path):
+    """verify cannot tell `chmod -x` from an archive that packs a script 0644; repair can:
+    what it installed again from a fresh extraction still differs, and it says so."""
+    from hpcenv.channel import PackageSpec
+
+    h = ready_home
+    odd = PackageSpec("oddtool", "1.0", files={"bin/oddtool": "#!/bin/sh\necho odd\n"})
+    url = build_channel(tmp_path / "chan", [odd])
+    hpcenv_ok(h, "create", "odd", "oddtool", "-c", url)
+    assert hpcenv_in(h, "verify", "odd").returncode == 1
+    r = hpcenv_ok(h, "repair", "odd")
+    assert "oddtool 1.0 (0) still differs from its record after it was installed again" in r.stderr
+    assert "bin/oddtool: not executable (mode 0644)" in r.stderr

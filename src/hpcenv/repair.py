@@ -485,6 +485,7 @@ def apply_repair(
         tick()
         remove_tree(work)
         journal.finish()
+    warnings += _still_broken(prefix, r.fixes, full=r.full)
     return RepairReport(
         **{
             **r.__dict__,
@@ -494,6 +495,23 @@ def apply_repair(
             "seconds": time.perf_counter() - start,
         }
     )
+
+
+def _still_broken(prefix: Path, fixes, *, full: bool) -> list[str]:
+    """A repaired package that still does not match its record is as its archive ships it
+    (a program in bin/ packed without its execute bit, say): said, not repaired again."""
+    names = {f.name for f in fixes}
+    check = check_prefix(prefix, full=full, extras=False)
+    out = []
+    for pkg in check.broken_packages:
+        if pkg.name in names:
+            first = (pkg.changed[0].path + ": " + pkg.changed[0].detail) if pkg.changed else ""
+            what = "; ".join(x for x in (first, ", ".join(pkg.missing[:1])) if x)
+            out.append(
+                f"{pkg.label} still differs from its record after it was installed again "
+                f"({what}): the package itself may ship it that way"
+            )
+    return out
 
 
 def _open_journal(layout: Layout, plan: RepairPlan) -> Journal:
