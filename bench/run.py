@@ -416,6 +416,62 @@ def bench_usage(quick: bool, work: Path) -> list[Row | Skipped]:
     ]
 
 
+def bench_verify(quick: bool, work: Path) -> list[Row | Skipped]:
+    """verify of one env (stat only; then --full) vs `du -s` (and sha256sum) of the same env,
+    both warm, interleaved run by run. The env: synthetic packages of 1,000 files each."""
+    from hpcenv import engine
+    from hpcenv.channel import build_channel, synthetic_packages
+
+    n = 20 if quick else 100
+    url = build_channel(
+        work / "chan", synthetic_packages(n_packages=n, versions=1, files_per_package=1000)
+    )
+    prefix = work / "env"
+    solution = engine.solve([url], [f"pkg{i:03d}" for i in range(n)], cache_dir=work / "cache")
+    engine.install(solution, prefix, cache_dir=work / "cache")
+    files = n * 1000
+    repeat = 3 if quick else 7
+    code = (
+        "import sys; from pathlib import Path; from hpcenv.verify import check_prefix; "
+        "c = check_prefix(Path(sys.argv[1]), full=sys.argv[2] == 'full'); "
+        "sys.exit(1 if c.broken or c.files != int(sys.argv[3]) else 0)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    quick_check = [sys.executable, "-c", code, str(prefix), "quick", str(files)]
+    full_check = [sys.executable, "-c", code, str(prefix), "full", str(files)]
+    sha = [
+        "sh",
+        "-c",
+        'find "$1" -type f -print0 | xargs -0 sha256sum > /dev/null',
+        "_",
+        str(prefix),
+    ]
+    run(["du", "-s", str(prefix)])  # warm the dentry and inode caches
+    run(quick_check, env=env)
+    t_du, t_h, t_sha, t_full = [], [], [], []
+    for _ in range(repeat):
+        t_du += timeit(lambda: run(["du", "-s", str(prefix)]), 1)
+        t_h += timeit(lambda: run(quick_check, env=env), 1)
+    for _ in range(max(1, repeat // 2)):
+        t_sha += timeit(lambda: run(sha), 1)
+        t_full += timeit(lambda: run(full_check, env=env), 1)
+    ratio = statistics.median(t_h) / statistics.median(t_du)
+    return [
+        Row(
+            "verify",
+            f"stat check of a {files:,}-file env ({n} packages; sizes, types, modes, extras)",
+            t_h,
+            "du -s",
+            t_du,
+            "<= 1.5x",
+            ratio <= 1.5,
+        ),
+        Row(
+            "verify", "--full (sha256 of every file)", t_full, "find + sha256sum", t_sha, "-", None
+        ),
+    ]
+
+
 def bench_submit(quick: bool, work: Path) -> list[Row | Skipped]:
     """hpcenv submit --wait vs sbatch --wait of the same script, on a real SLURM."""
     if shutil.which("sbatch") is None:
@@ -682,6 +738,7 @@ SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
     "activation": bench_activation,
     "migration": bench_migration,
     "usage": bench_usage,
+    "verify": bench_verify,
     "submit": bench_submit,
     "pack": bench_pack,
     "stage": bench_stage,

@@ -444,6 +444,65 @@ def _check_package_cache(layout: Layout) -> Check:
     )
 
 
+VERIFY_SECONDS = 10.0  # the quick verify of every env stops after this long
+
+
+def _check_env_files(
+    layout: Layout, prefixes: Mapping[Path, str | None], seconds: float = VERIFY_SECONDS
+) -> Check:
+    """Every env's files against its records (stat only, all envs within `seconds`)."""
+    from hpcenv.verify import quick_check
+
+    checks, not_reached = quick_check(layout, dict(prefixes), seconds)
+    broken = [c for c in checks if c.broken]
+    partial = [c for c in checks if not c.complete]
+    late = ""
+    if not_reached or partial:
+        late = (
+            f"stopped after {seconds:g} s: {len(checks) - len(partial)} of {len(prefixes)} "
+            "envs checked (`hpcenv verify --all` checks them all)"
+        )
+    if broken:
+        parts = []
+        for c in broken:
+            names = [p.name for p in c.broken_packages] + [u.name for u in c.unreadable]
+            parts.append(f"{c.name or c.prefix}: {', '.join(names) or c.error} lost files")
+        fix = " && ".join(f"hpcenv repair {_q(c.name or c.prefix)}" for c in broken)
+        return Check(
+            "env-files", Status.FAIL, "; ".join(parts) + (f"; {late}" if late else ""), fix
+        )
+    if late:
+        return Check("env-files", Status.WARN, late, "hpcenv verify --all")
+    return _ok("env-files", f"every file of {len(checks)} envs is there (sizes checked)")
+
+
+def _check_purged(settings: Settings, layout: Layout, prefixes: Mapping[Path, str | None]) -> Check:
+    """Envs (and the package cache) where the site purges old files."""
+    from hpcenv.settings import purge_of
+
+    if not settings.purged_paths:
+        return _ok("purged-paths", "the site names no purged paths (purged_paths)")
+    found = []
+    for prefix, name in prefixes.items():
+        purge = purge_of(settings, prefix)
+        if purge is not None:
+            found.append(f"{name or prefix} ({purge.path}: {purge.days} days)")
+    purge = purge_of(settings, layout.package_cache)
+    if purge is not None:
+        found.append(f"the package cache {layout.package_cache} ({purge.path}: {purge.days} days)")
+    if not found:
+        return _ok("purged-paths", "no env lives where the site purges old files")
+    return Check(
+        "purged-paths",
+        Status.WARN,
+        "under paths the site purges of files not used for N days: "
+        + ", ".join(found)
+        + "; their files go unless used (`hpcenv verify` finds the loss, `hpcenv repair` "
+        "puts it back)",
+        "re-create them in storage: hpcenv export NAME > env.yml && hpcenv create NAME2 -f env.yml",
+    )
+
+
 def _check_leftovers(layout: Layout) -> Check:
     from hpcenv.hygiene import dead_leftovers, trash_dir
 
@@ -471,6 +530,24 @@ def _check_pending_update(prefixes: Mapping[Path, str | None]) -> Check:
     return Check("pending-update", Status.FAIL, detail, fix)
 
 
+def _resume_command(layout: Layout, op: str) -> str:
+    """The command that finishes an interrupted operation: a repair by re-running it on its
+    env (named in its journal), an env create/delete by any env command (`list`)."""
+    import json
+
+    if op.startswith("env-"):
+        return "hpcenv list"
+    if op.startswith("repair-"):
+        try:
+            with open(layout.journal_dir / f"{op}.jsonl", encoding="utf-8") as f:
+                prefix = json.loads(f.readline()).get("prefix")
+        except (OSError, ValueError, AttributeError):
+            prefix = None
+        if isinstance(prefix, str):
+            return f"hpcenv repair {_q(prefix)}"
+    return f"hpcenv {op}"
+
+
 def _check_journals(layout: Layout) -> Check:
     from hpcenv.journal import Journal, StorageLock
 
@@ -490,7 +567,7 @@ def _check_journals(layout: Layout) -> Check:
         "undo": "hpcenv setup --undo",
         "clean": "hpcenv clean --yes",
     }
-    fix = " && ".join(commands.get(op, f"hpcenv {op}") for op in ops)
+    fix = " && ".join(commands.get(op) or _resume_command(layout, op) for op in ops)
     detail = f"interrupted: {', '.join(ops)}"
     if running:
         return Check("interrupted", Status.WARN, detail + " (another hpcenv is running now)", fix)
@@ -719,6 +796,8 @@ def diagnose(
             ("leftovers", lambda: _check_leftovers(layout)),
             ("pending-update", lambda: _check_pending_update(existing)),
             ("env-records", lambda: _check_records(existing)),
+            ("env-files", lambda: _check_env_files(layout, existing)),
+            ("purged-paths", lambda: _check_purged(settings, layout, existing)),
             ("package-cache", lambda: _check_package_cache(layout)),
             ("interrupted", lambda: _check_journals(layout)),
             ("world-writable", lambda: _check_world_writable(layout, existing)),

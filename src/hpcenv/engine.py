@@ -450,18 +450,78 @@ def set_aside_damaged(cache_dir: Path, packages: Sequence[PackageInfo]) -> list[
         why = check_cache_entry(entry)
         if why is None:
             continue
-        trash = Path(cache_dir) / ".hpcenv-trash"
-        trash.mkdir(mode=0o700, exist_ok=True)
-        target = trash / f"{entry.name}-damaged-{os.getpid()}-{time.time_ns()}"
-        os.rename(entry, target)
-        try:
-            os.unlink(entry.with_name(entry.name + ".lock"))
-        except FileNotFoundError:
-            pass
+        set_aside(cache_dir, package)
         warnings.append(
             f"the cached package {entry.name} was damaged ({why}); it was extracted again"
         )
     return warnings
+
+
+def set_aside(cache_dir: Path, package: PackageInfo) -> bool:
+    """Move the cache entry of `package` into the cache's trash, whatever its state, so the
+    next install extracts it again (other envs keep the files they link). False when there
+    was none."""
+    entry = cache_entry(cache_dir, package)
+    if not entry.is_dir():
+        return False
+    trash = Path(cache_dir) / ".hpcenv-trash"
+    trash.mkdir(mode=0o700, exist_ok=True)
+    os.rename(entry, trash / f"{entry.name}-damaged-{os.getpid()}-{time.time_ns()}")
+    try:
+        os.unlink(entry.with_name(entry.name + ".lock"))
+    except FileNotFoundError:
+        pass
+    return True
+
+
+def fetch(packages: Sequence[PackageInfo], cache_dir: Path, scratch: Path, python=None) -> None:
+    """Put `packages` into the package cache (downloaded from their URLs and extracted)
+    without touching any env: each is linked into the empty directory `scratch`, which is
+    removed afterwards. A `noarch: python` package needs the env's `python` record to link
+    (python itself is not linked). One package at a time, so a failure names it:
+    OperationError `FetchError`.
+
+    This exists because rattler, when a download fails during an install, has already
+    unlinked the package it was replacing (py-rattler 0.28): fetch first, then install."""
+    import shutil
+
+    for package in packages:
+        records = [package.record]
+        ignored = None
+        if package.noarch == "python" and python is not None:
+            records.append(python.record)
+            ignored = {python.name}
+        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            with _cache_lock_where_flock_works(package_cache_dir(cache_dir)):
+                _run(
+                    rattler.install(
+                        records,
+                        target_prefix=scratch,
+                        cache_dir=package_cache_dir(cache_dir),
+                        installed_packages=[],
+                        ignored_packages=ignored,
+                        show_progress=False,
+                        execute_link_scripts=False,
+                    )
+                )
+        except BaseException as exc:
+            if not _is_rattler_error(exc):
+                raise
+            raise FetchError(package, _first_and_cause(exc)) from None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+class FetchError(OperationError):
+    """A package could be neither found in the cache nor downloaded."""
+
+    def __init__(self, package: PackageInfo, reason: str):
+        super().__init__(
+            f"cannot fetch {package.name} {package.version} ({package.build}): {reason}"
+        )
+        self.package = package
+        self.reason = reason
 
 
 def read_prefix(prefix: Path) -> PrefixState:

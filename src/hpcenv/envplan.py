@@ -52,6 +52,7 @@ class EnvMeta:
     created: float = 0.0
     updated: float = 0.0
     made_by: str = "hpcenv"  # hpcenv | lock | conda | mamba | unknown (an env hpcenv adopted)
+    lockfile: str | None = None  # the lock file it was created from (made_by "lock")
 
     @classmethod
     def load(cls, prefix: Path) -> EnvMeta | None:

@@ -186,6 +186,20 @@ def _check_location(layout: Layout, prefix: Path, allow_home: bool) -> None:
         )
 
 
+def purge_warnings(settings: Settings, prefix: Path) -> list[str]:
+    """A warning when `prefix` lies where the site purges old files (`purged_paths`)."""
+    from hpcenv.settings import purge_of
+
+    purge = purge_of(settings, prefix)
+    if purge is None:
+        return []
+    return [
+        f"{prefix} is under {purge.path}, where the site deletes files not used for "
+        f"{purge.days} days: the env will lose files (`hpcenv verify` finds them, `hpcenv "
+        "repair` puts them back); an env in storage (the default, or -p DIR) keeps them"
+    ]
+
+
 def _check_space(prefix_parent: Path, packages) -> None:
     need = sum(p.size for p in packages) * (1 + EXTRACT_FACTOR)
     have = free_bytes(prefix_parent)
@@ -329,6 +343,7 @@ def create(
 
     detected = gpu.detect_cuda_driver_soon()  # the probe child runs while the engine loads
     gpu_info, warnings, cuda, specs = _gpu_prepare(settings, req, req.specs, detected())
+    warnings += purge_warnings(settings, prefix)
     made_by = "hpcenv"
     locked_pypi: list = []
     pip_lines: list[str] = []
@@ -429,6 +444,7 @@ def create(
             EnvMeta(
                 name, str(prefix), tuple(meta_specs), tuple(channels), tuple(pip_lines), cuda,
                 req.gpu, now, now, made_by,
+                lockfile=str(Path(req.lockfile).resolve()) if req.lockfile else None,
             ).save(tmp)  # fmt: skip
             _write_activation(tmp, prefix, name, settings)
             tx.built()

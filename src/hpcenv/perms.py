@@ -102,13 +102,22 @@ def _walk_fd(fd: int, path: str) -> Iterator[tuple[int, str, str, os.stat_result
         os.close(fd)
 
 
-def apply_umask(tree: Path, *, umask: int | None = None, keep: int = 0) -> int:
+def apply_umask(
+    tree: Path, *, umask: int | None = None, keep: int = 0, atime_ns: int | None = None
+) -> int:
     """chmod every file and directory under `tree` whose mode exceeds what `umask` allows
     (default: this process's), keeping the bits in `keep` (a shared env's group bits); files
-    also lose setuid/setgid. Symlinks are never followed. Returns how many were changed."""
+    also lose setuid/setgid. Symlinks are never followed. Returns how many were changed.
+
+    With `atime_ns`, in the same walk, every entry (links included) whose access time is
+    more than ATIME_SLACK_S older gets that access time; its mtime is kept (see
+    `limit_installed`)."""
     mask = (current_umask() if umask is None else umask) & 0o777 & ~keep
     changed = 0
+    older = None if atime_ns is None else atime_ns - int(ATIME_SLACK_S * 1e9)
     for dir_fd, _dir, name, st in walk(tree):
+        if older is not None and st.st_atime_ns < older:
+            _set_atime(dir_fd, name, atime_ns, st.st_mtime_ns)
         if stat.S_ISLNK(st.st_mode):
             continue
         mode = stat.S_IMODE(st.st_mode)
@@ -132,7 +141,13 @@ def limit_installed(prefix: Path, cache_dir: Path, packages: Iterable) -> int:
 
     Package dirs extracted before this process started were checked by the process that
     extracted them, and are skipped (a walk costs ~10 us per file). Their files linked into
-    the env are the same inodes as the env's, which the env's walk checks in any case."""
+    the env are the same inodes as the env's, which the env's walk checks in any case.
+
+    The same walk of the env gives every entry the install's access time (its mtime kept:
+    a .pyc is valid only for its source's mtime). Extracted files keep the archive's times,
+    so without it an env made today looks years old to a scratch purge that deletes what
+    was not accessed for N days. A hardlinked file is the package cache's inode: the cache
+    entry (and every other env linking it) gets the same access time and a new ctime."""
     from hpcenv.engine import package_cache_dir
     from hpcenv.trust import read_share_info
 
@@ -150,7 +165,21 @@ def limit_installed(prefix: Path, cache_dir: Path, packages: Iterable) -> int:
     keep = 0
     if share is not None:
         keep = 0o070 if share.group_writable else 0o050
-    return changed + apply_umask(prefix, keep=keep)
+    return changed + apply_umask(prefix, keep=keep, atime_ns=time.time_ns())
+
+
+# Entries accessed this recently are left as they are: a fresh extraction already has the
+# install's access time, and purges count in days. A utime costs as much as the walk's lstat.
+ATIME_SLACK_S = 3600.0
+
+
+def _set_atime(dir_fd: int, name: str, atime_ns: int, mtime_ns: int) -> None:
+    """Set one entry's access time, keeping its mtime; never follows a symlink. A file we may
+    not touch (another user's inode, a read-only cache layer) keeps its time."""
+    try:
+        os.utime(name, ns=(atime_ns, mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        pass
 
 
 def world_writable(trees: Iterable[Path], *, mine_only: bool = True) -> Iterator[Path]:

@@ -49,7 +49,27 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     "scheduler.stage_dir": (str, None),
     "gpu.cuda_version": (str, None),
     "gpu.packages": (("list", str), DEFAULT_GPU_PACKAGES),
+    "purged_paths": ("purged", ()),
 }
+
+
+@dataclass(frozen=True)
+class PurgedPath:
+    """A directory the site purges: files not accessed or modified for `days` days go."""
+
+    path: Path
+    days: int
+
+    def holds(self, prefix: Path) -> bool:
+        """Whether `prefix` lies under this path (as given, or with links resolved)."""
+        here = os.path.abspath(prefix)
+        real = os.path.realpath(prefix)
+        for base in {str(self.path), os.path.realpath(self.path)}:
+            base = base.rstrip("/") or "/"
+            for p in (here, real):
+                if p == base or p.startswith(base + "/") or base == "/":
+                    return True
+        return False
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,7 @@ class Settings:
     stage_dir: str | None = None  # node-local disk for --stage; may name variables ($TMPDIR)
     gpu_cuda_version: str | None = None
     gpu_packages: tuple[str, ...] = DEFAULT_GPU_PACKAGES
+    purged_paths: tuple[PurgedPath, ...] = ()
     user_config: Path | None = None
     site_config: Path | None = None
     verbose: int = 0
@@ -167,6 +188,8 @@ def _convert(key: str, value: Any, where: str) -> Any:
 
     if _has_nul(value):
         raise bad("text without NUL characters")
+    if kind == "purged":
+        return _purged_paths(value, bad)
     if kind == "path":
         if not isinstance(value, str) or not value:
             raise bad("a path string")
@@ -210,6 +233,39 @@ def _convert(key: str, value: Any, where: str) -> Any:
             raise bad("a table of strings")
         return dict(value)
     raise AssertionError(kind)
+
+
+def _purged_paths(value: Any, bad) -> tuple[PurgedPath, ...]:
+    """`["/scratch:30", {path = "/work/tmp", days = 7}]` ("PATH:DAYS" entries separated by
+    commas in HPCENV_PURGED_PATHS); paths absolute, days a whole number >= 1."""
+    what = 'a list of "PATH:DAYS" strings or {path = "...", days = N} tables'
+    if not isinstance(value, (list, tuple)):
+        raise bad(what)
+    out = []
+    for item in value:
+        if isinstance(item, str):
+            path, sep, days = item.rpartition(":")
+            if not sep or not days.strip().isdigit():
+                raise bad(what + f' ({item!r} has no ":DAYS")')
+            days_value: Any = int(days)
+        elif isinstance(item, dict) and set(item) == {"path", "days"}:
+            path, days_value = item["path"], item["days"]
+        else:
+            raise bad(what)
+        if not isinstance(path, str) or not isinstance(days_value, int) or days_value < 1:
+            raise bad(what + " with days a whole number of at least 1")
+        if isinstance(days_value, bool):
+            raise bad(what)
+        expanded = os.path.expandvars(os.path.expanduser(path.strip()))
+        if not os.path.isabs(expanded):
+            raise bad(what + f" with absolute paths ({path!r} is relative)")
+        out.append(PurgedPath(Path(os.path.normpath(expanded)), days_value))
+    return tuple(out)
+
+
+def purge_of(settings: Settings, prefix: Path) -> PurgedPath | None:
+    """The purged path (site setting `purged_paths`) `prefix` lies under, if any."""
+    return next((p for p in settings.purged_paths if p.holds(prefix)), None)
 
 
 def _has_nul(value: Any) -> bool:
@@ -257,7 +313,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
                 value = float(raw)
             except ValueError:
                 raise ConfigError(f"{where} must be a number, not {raw!r}") from None
-        elif isinstance(kind, tuple) and kind[0] == "list":
+        elif (isinstance(kind, tuple) and kind[0] == "list") or kind == "purged":
             value = [part.strip() for part in raw.split(",") if part.strip()]
         elif isinstance(kind, tuple) and kind[0] == "map":
             pairs = [part.split("=", 1) for part in raw.split(",") if part.strip()]

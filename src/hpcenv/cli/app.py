@@ -191,4 +191,5 @@ from hpcenv.cli import (  # noqa: E402,F401
     selftest_cmd,
     setup_cmd,
     share_cmd,
+    verify_cmd,
 )
