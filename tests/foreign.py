@@ -18,6 +18,7 @@ async def main():
         specs=specs,
         gateway=rattler.Gateway(cache_dir=os.path.join(cache, "repodata")),
         platforms=["linux-64", "noarch"],
+        virtual_packages=[v.into_generic() for v in rattler.VirtualPackage.detect()],  # __glibc
     )
     await rattler.install(records, prefix, cache_dir=os.path.join(cache, "pkgs"))
 asyncio.run(main())
