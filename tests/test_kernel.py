@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hpcenv import kernel as kernels
+from hpcenv import kernelspec
 from tests.conftest import IS_ROOT, need
 from tests.foreign import rattler_prefix
 from tests.fs import cli_env, hpcenv
@@ -184,7 +184,7 @@ def test_kernel_of_a_foreign_env_at_a_hostile_path_runs_there(nb, tmp_path):
         "GREETING=a\nb'c\"$d",
         JUPYTER_DATA_DIR=str(data_dir),
     )
-    name = kernels.kernel_name(None, prefix)
+    name = kernelspec.kernel_name(None, prefix)
     assert name.startswith("hpcenv-env-") and name in r.stdout
     out = probe(data_dir, name, server_env(nb["home"]))
     assert out["prefix"] == str(prefix)
@@ -246,18 +246,18 @@ def test_data_dir_is_jupyters_own(setting, tmp_path, monkeypatch):
         monkeypatch.delenv(key, raising=False)
     for key, value in setting.items():
         monkeypatch.setenv(key, value.format(tmp=tmp_path))
-    assert kernels.jupyter_data_dir() == Path(jupyter_data_dir())
+    assert kernelspec.jupyter_data_dir() == Path(jupyter_data_dir())
 
 
 @given(st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,60}", fullmatch=True), st.text(max_size=5))
 def test_every_env_name_gets_a_kernel_name_jupyter_accepts_and_no_two_collide(name, suffix):
     from jupyter_client.kernelspec import _is_valid_kernel_name
 
-    first = kernels.kernel_name(name, "/x")
+    first = kernelspec.kernel_name(name, "/x")
     assert _is_valid_kernel_name(first) and first.startswith("hpcenv-")
     other = name + suffix + ("X" if not suffix else "")
     if other.lower() != name.lower() or other != name:
-        assert kernels.kernel_name(other, "/x").lower() != first.lower()
+        assert kernelspec.kernel_name(other, "/x").lower() != first.lower()
 
 
 def test_env_without_ipykernel_is_refused_with_the_command_that_adds_it(ready_home):
@@ -274,7 +274,7 @@ def test_env_without_ipykernel_is_refused_with_the_command_that_adds_it(ready_ho
 def test_list_shows_each_kernel_and_its_env_and_remove_takes_only_that_one(nb, tmp_path):
     jd = {"JUPYTER_DATA_DIR": str(tmp_path / "jd")}
     ok(nb, "kernel", "nb", **jd)
-    by_path = kernels.kernel_name(None, nb["prefix"])
+    by_path = kernelspec.kernel_name(None, nb["prefix"])
     ok(nb, "kernel", "-p", str(nb["prefix"]), **jd)
     listed = json.loads(ok(nb, "kernel", "--list", "--json", **jd).stdout)["result"]
     rows = {k["name"]: (k["env"], k["prefix"], k["env_exists"]) for k in listed["kernels"]}
@@ -307,7 +307,7 @@ def test_removing_an_env_removes_its_kernel_and_doctor_flags_a_kernel_whose_env_
     lost = tmp_path / "lost"  # a copy of nb by path, then deleted behind hpcenv's back
     subprocess.run(["cp", "-al", str(os.path.realpath(nb["prefix"])), str(lost)], check=True)
     ok(nb, "kernel", str(lost), **jd)
-    name = kernels.kernel_name(None, lost)
+    name = kernelspec.kernel_name(None, lost)
     launcher = tmp_path / "jd" / "kernels" / name / "launch.sh"
     shutil.rmtree(lost)
     started = subprocess.run(
@@ -461,7 +461,7 @@ def test_group_member_gets_a_kernel_for_a_shared_env_and_an_outsider_is_refused(
         ok_as("hpcalice", "share", "proj", "--group", LAB)
         prefix = base / "hpcalice" / "home" / ".conda" / "envs" / "proj"
         ok_as("hpcbob", "kernel", str(prefix))
-        name = kernels.kernel_name(None, prefix)
+        name = kernelspec.kernel_name(None, prefix)
         data_dir = base / "hpcbob" / "home" / ".local" / "share" / "jupyter"
         spec = json.loads((data_dir / "kernels" / name / "kernel.json").read_text())
         assert spec["display_name"] == "Python (hpcenv: proj, shared by hpcalice)"
