@@ -189,7 +189,7 @@ def test_kernel_of_a_foreign_env_at_a_hostile_path_runs_there(nb, tmp_path):
     out = probe(data_dir, name, server_env(nb["home"]))
     assert out["prefix"] == str(prefix)
     assert out["env"]["LATE_HOOK"] == "ran" and out["env"]["GREETING"] == "a\nb'c\"$d"
-    assert out["env"]["CONDA_PREFIX"] == str(prefix)
+    assert out["env"]["CONDA_PREFIX"] == out["env"]["CONDA_DEFAULT_ENV"] == str(prefix)
     assert not (prefix / "etc" / "hpcenv").exists()  # nothing written into the foreign env
 
 
@@ -376,6 +376,21 @@ def test_kernels_dir_of_another_user_is_refused(nb, tmp_path):
         run(nb, "kernel", "nb", JUPYTER_DATA_DIR=str(kdir.parent))
     )
     assert os.listdir(kdir) == []
+
+
+def test_kernels_dir_may_be_a_link_of_ones_own_but_the_kernel_dir_never_a_link(nb, tmp_path):
+    (tmp_path / "jd").mkdir()
+    (tmp_path / "in-storage").mkdir()
+    (tmp_path / "jd" / "kernels").symlink_to(tmp_path / "in-storage")
+    jd = {"JUPYTER_DATA_DIR": str(tmp_path / "jd")}
+    ok(nb, "kernel", "nb", **jd)
+    assert (tmp_path / "in-storage" / "hpcenv-nb" / "kernel.json").is_file()
+    ok(nb, "kernel", "nb", "--remove", **jd)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "in-storage" / "hpcenv-nb").symlink_to(elsewhere)
+    assert "not a real directory" in refused(run(nb, "kernel", "nb", **jd))
+    assert os.listdir(elsewhere) == []
 
 
 def _complete(kdir: Path) -> bool:

@@ -223,9 +223,13 @@ def _mode(base: int) -> int:
     return base & ~(current_umask() | stat.S_IWOTH)
 
 
-def _check_dir(path: Path, what: str) -> None:
-    """`path` must be a real directory of this user that nobody else may write to."""
+def _check_dir(path: Path, what: str, *, own_link: bool = False) -> None:
+    """`path` must be a real directory of this user that nobody else may write to. With
+    `own_link`, a symlink of this user's to such a directory is fine too (a kernels dir moved
+    to storage); a link anyone else made is never followed."""
     st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) and own_link and st.st_uid == os.geteuid():
+        st = os.stat(path)
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         raise RefusedError(
             f"{what} {path} is not a real directory (a link or a file)",
@@ -362,7 +366,7 @@ def write_kernel(
         python_options=python_flags(prefix),
     )
     _make_dirs(base)
-    _check_dir(base, "the Jupyter kernels directory")
+    _check_dir(base, "the Jupyter kernels directory", own_link=True)
     replaced = _check_existing(directory, prefix)
     if not os.path.lexists(directory):
         os.mkdir(directory, _mode(0o755))
@@ -487,7 +491,7 @@ def remove_kernel(name_or_prefix: str, *, environ: Mapping[str, str] | None = No
         wanted = {kernel_name(env_name, Path("/"))}
     base = kernels_dir(environ)
     if os.path.lexists(base):
-        _check_dir(base, "the Jupyter kernels directory")
+        _check_dir(base, "the Jupyter kernels directory", own_link=True)
     matches = [
         k
         for k in list_kernels(environ).kernels
@@ -523,7 +527,7 @@ def remove_kernels_of(prefix: Path, environ: Mapping[str, str] | None = None) ->
         base = kernels_dir(environ)
         if not os.path.lexists(base):
             return ()
-        _check_dir(base, "the Jupyter kernels directory")
+        _check_dir(base, "the Jupyter kernels directory", own_link=True)
         for kernel in (*list_kernels(environ).kernels, *_leftovers(environ)):
             if _same_env(kernel, prefix):
                 _check_dir(kernel.directory, "the kernel directory")

@@ -190,7 +190,7 @@ def render(
         "fi",
     ]
     activation = posix_activation(
-        q(str(prefix)), name=env_name or prefix.name, no_user_site=no_user_site
+        q(str(prefix)), name=env_name or str(prefix), no_user_site=no_user_site
     )
     lines.append(activation.rstrip("\n"))
     python = prefix / "bin" / "python"
