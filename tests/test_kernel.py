@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hpcenv import kernelspec
@@ -249,15 +249,37 @@ def test_data_dir_is_jupyters_own(setting, tmp_path, monkeypatch):
     assert kernelspec.jupyter_data_dir() == Path(jupyter_data_dir())
 
 
+@settings(deadline=None)  # the first example imports jupyter_client
 @given(st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,60}", fullmatch=True), st.text(max_size=5))
 def test_every_env_name_gets_a_kernel_name_jupyter_accepts_and_no_two_collide(name, suffix):
     from jupyter_client.kernelspec import _is_valid_kernel_name
 
     first = kernelspec.kernel_name(name, "/x")
     assert _is_valid_kernel_name(first) and first.startswith("hpcenv-")
-    other = name + suffix + ("X" if not suffix else "")
-    if other.lower() != name.lower() or other != name:
-        assert kernelspec.kernel_name(other, "/x").lower() != first.lower()
+    other = name + (suffix or "X")  # differs from name, maybe only in what Jupyter drops
+    assert kernelspec.kernel_name(other, "/x").lower() != first.lower()
+    assert kernelspec.kernel_name(name.swapcase(), "/x").lower() != first.lower() or (
+        name.swapcase() == name
+    )
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["nb", "--env", "NOVALUE"], "is not KEY=VALUE"),
+        (["nb", "--env", "1X=a"], "invalid environment variable name"),
+        (["nb", "--env", "_HPCENV_PREFIX=/x"], "hpcenv's own"),
+        (["nb", "--display-name", "two\nlines"], "invalid display name"),
+        (["--list", "nb"], "--list takes no environment"),
+        (["nb", "--remove", "--env", "A=b"], "--remove takes no"),
+        (["no-such-env"], "no environment 'no-such-env'"),
+        (["bad/../name", "--remove"], "no hpcenv kernel"),
+    ],
+)
+def test_bad_kernel_arguments_are_refused_and_nothing_is_written(nb, tmp_path, args, says):
+    r = run(nb, "kernel", *args, JUPYTER_DATA_DIR=str(tmp_path / "jd"))
+    assert says in refused(r)
+    assert not (tmp_path / "jd").exists()
 
 
 def test_env_without_ipykernel_is_refused_with_the_command_that_adds_it(ready_home):

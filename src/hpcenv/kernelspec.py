@@ -113,6 +113,8 @@ def parse_env_vars(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
                 f"--env {item!r} is not KEY=VALUE", hint="e.g. --env OMP_NUM_THREADS=4"
             )
         sh.var(key)
+        if key.startswith("_HPCENV_"):
+            raise UsageError(f"--env {key}: variables starting with _HPCENV_ are hpcenv's own")
         if "\x00" in value:
             raise UsageError(f"the value of {key} contains a NUL byte")
         pairs.append((key, value))
