@@ -733,6 +733,83 @@ done
     ]
 
 
+def bench_kernel(quick: bool, work: Path) -> list[Row | Skipped]:
+    """Jupyter kernel start, from the kernelspec to the first execute reply (jupyter_client,
+    as a Jupyter server starts it): `hpcenv kernel` (bash launcher: activation with two
+    activate.d scripts, then exec python) against `python -m ipykernel install --prefix`
+    (python directly, no activation), for the same env (the real CPython, ipykernel from PyPI)."""
+    from tests.hooked import hooked_packages
+    from tests.jupyter import client_env, fetch_ipykernel_wheels, pip_section, start_kernel
+    from tests.realpkgs import RealPackagesUnavailable, build_real_channel, cache_root
+
+    from hpcenv.channel import build_channel
+
+    try:
+        url = build_real_channel(cache_root()).url
+        wheels = fetch_ipykernel_wheels(cache_root())
+    except RealPackagesUnavailable as exc:
+        return [Skipped("kernel", str(exc))]
+    hooks = build_channel(work / "hooks", hooked_packages())
+    home, storage, jd = work / "home", work / "storage", work / "jupyter"
+    for d in (home, storage):
+        d.mkdir()
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "HPCENV_STORAGE": str(storage),
+        "HPCENV_SITE_CONFIG": str(work / "none.toml"),
+        "JUPYTER_DATA_DIR": str(jd),
+    }
+    run(hpcenv_cmd("-q", "setup", "--yes"), env=env)
+    yml = work / "nb.yml"
+    yml.write_text(
+        f"name: nb\nchannels:\n  - {url}\n  - {hooks}\ndependencies:\n  - python\n"
+        "  - gdal-like\n  - late-hook\n" + pip_section(wheels)
+    )
+    run(hpcenv_cmd("-q", "create", "-f", str(yml)), env=env)
+    run(hpcenv_cmd("-q", "kernel", "nb"), env=env)
+    python = home / ".conda" / "envs" / "nb" / "bin" / "python"
+    plain = work / "plain"
+    run([str(python), "-m", "ipykernel", "install", "--prefix", str(plain), "--name", "plain"],
+        env=client_env())  # fmt: skip
+    server = client_env(HOME=str(home))
+
+    def once(data_dir: Path, name: str) -> float:
+        result = start_kernel(data_dir, name, "1", env=server)
+        if result["status"] != "ok":
+            raise RuntimeError(f"kernel {name} did not start: {result}")
+        return result["seconds"]
+
+    once(jd, "hpcenv-nb")  # warm the page cache for both
+    once(plain / "share" / "jupyter", "plain")
+    t_h, t_plain = [], []
+    for _ in range(3 if quick else 15):
+        t_h.append(once(jd, "hpcenv-nb"))
+        t_plain.append(once(plain / "share" / "jupyter", "plain"))
+    ratio = statistics.median(t_h) / statistics.median(t_plain)
+    # the launcher up to its exec (module lines, --env, activation, hooks): what hpcenv adds
+    launcher = (jd / "kernels" / "hpcenv-nb" / "launch.sh").read_text().rstrip("\n")
+    before_exec = work / "before-exec.sh"
+    before_exec.write_text(launcher.rsplit("\n", 1)[0] + "\n")
+    t_launch = timeit(lambda: run(["/bin/bash", str(before_exec)], env=server), 20)
+    note = (
+        f"ratio of the fastest runs {min(t_h) / min(t_plain):.2f}x; the launcher itself, up to "
+        f"its exec: {statistics.median(t_launch) * 1e3:.1f} ms"
+    )
+    return [
+        Row(
+            "kernel",
+            "Jupyter kernel start, spec to first execute reply (activation + 2 activate.d scripts)",
+            t_h,
+            "ipykernel install --prefix",
+            t_plain,
+            "<= 1.1x",
+            ratio <= 1.1,
+            note,
+        )
+    ]
+
+
 SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
     "create": bench_create,
     "activation": bench_activation,
@@ -743,6 +820,7 @@ SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
     "pack": bench_pack,
     "stage": bench_stage,
     "real": bench_real,
+    "kernel": bench_kernel,
 }
 
 

@@ -736,6 +736,23 @@ def _check_gpu(
     )
 
 
+def _check_kernels(environ: Mapping[str, str]) -> Check:
+    """Jupyter kernels hpcenv wrote whose env is gone (they fail to start)."""
+    from hpcenv.kernel import list_kernels, removal_command
+
+    found = list_kernels(environ)
+    gone = [k for k in found.kernels if k.env_exists is False]
+    if not gone:
+        return _ok("jupyter-kernels", f"{len(found.kernels)} hpcenv kernel(s), each env present")
+    detail = "; ".join(f"{k.name} points to {k.prefix}, which is gone" for k in gone)
+    return Check(
+        "jupyter-kernels",
+        Status.WARN,
+        f"{detail}: Jupyter lists it, but it cannot start",
+        " && ".join(removal_command(k) for k in gone),
+    )
+
+
 # --------------------------------------------------------------------------- run them all
 
 
@@ -806,6 +823,7 @@ def diagnose(
         ("condarc-defaults", lambda: _check_condarc(home, settings, env)),
         ("sbatch", lambda: _check_sbatch(env)),
         ("modules", lambda: _check_modules(env)),
+        ("jupyter-kernels", lambda: _check_kernels(env)),
     ]
     if layout is not None:
         run.append(("gpu-driver", lambda: _check_gpu(settings, existing, env)))

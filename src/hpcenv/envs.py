@@ -97,6 +97,7 @@ class ChangeReport:
     relaxed: str | None = None  # why packages the user did not name change
     recovered: tuple[Recovered, ...] = ()
     resumed: bool = False  # this run finished an interrupted run of the same command
+    kernels_removed: tuple[str, ...] = ()  # the Jupyter kernels of a deleted env (`kernel.py`)
 
     @property
     def needs_consent(self) -> tuple[PackageChange, ...]:
@@ -773,7 +774,7 @@ def delete(layout: Layout, settings: Settings, name_or_prefix: str, on_wait=None
         if done:
             return ChangeReport(
                 "remove", None, str(guess), False, (), removed=("(environment)",),
-                recovered=tuple(recovered), resumed=True,
+                recovered=tuple(recovered), resumed=True, kernels_removed=_forget_kernels(guess),
             )  # fmt: skip
         name, prefix = resolve(layout, name_or_prefix)
         if os.path.islink(prefix):
@@ -792,11 +793,21 @@ def delete(layout: Layout, settings: Settings, name_or_prefix: str, on_wait=None
         if any(needs_environments_txt_write(layout, p, False) for p in spellings):
             check_environments_txt(layout)  # it must be unregistered: refuse before deleting
         problem = delete_prefix(layout, prefix, name)
+        kernels = _forget_kernels(prefix)
     warnings = (problem,) if problem else ()
     return ChangeReport(
         "remove", name, str(prefix), False, (), removed=("(environment)",),
-        warnings=warnings, recovered=tuple(recovered),
+        warnings=warnings, recovered=tuple(recovered), kernels_removed=kernels,
     )  # fmt: skip
+
+
+def _forget_kernels(prefix: Path) -> tuple[str, ...]:
+    """The Jupyter kernels of a deleted env go with it (`hpcenv kernel`)."""
+    if os.path.isdir(prefix / "conda-meta"):
+        return ()  # not deleted after all
+    from hpcenv.kernel import remove_kernels_of
+
+    return remove_kernels_of(prefix)
 
 
 __all__ += ["journal_key"]

@@ -187,6 +187,7 @@ from hpcenv.cli import (  # noqa: E402,F401
     envs_cmd,
     hygiene_cmd,
     jobs_cmd,
+    kernel_cmd,
     modulefile_cmd,
     selftest_cmd,
     setup_cmd,

@@ -340,6 +340,8 @@ def _emit(ctx: typer.Context, report, json_out: bool) -> None:
         print(f'activate: eval "$(hpcenv activate {where})"')
     elif report.removed == ("(environment)",):
         print(f"removed environment {where}")
+        for kernel in report.kernels_removed:
+            print(f"removed its Jupyter kernel {kernel}")
     else:
         print(_summary(report))
 
