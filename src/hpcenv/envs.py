@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcenv import perms
+from hpcenv import perms, sitecache
 from hpcenv.condameta import append_history, dist_string, history_entry, spec_name
 from hpcenv.envjournal import Recovered, begin_build, find_leftovers, journal_key, recover
 from hpcenv.envplan import EnvMeta, PackageChange, diff, removal, requested, solve_keeping
@@ -97,6 +97,7 @@ class ChangeReport:
     relaxed: str | None = None  # why packages the user did not name change
     recovered: tuple[Recovered, ...] = ()
     resumed: bool = False  # this run finished an interrupted run of the same command
+    site: Any = None  # sitecache.SiteUse: what came from the site's package caches
 
     @property
     def needs_consent(self) -> tuple[PackageChange, ...]:
@@ -388,10 +389,12 @@ def create(
             )
         tx = begin_build(layout, prefix, name, replace=replace, specs=meta_specs)
         tmp = tx.tmp
+        layers = sitecache.trusted_layers(settings)
+        warnings += layers.warnings
         try:
             more = engine.install(
                 solution, tmp, cache_dir=layout.package_cache, final_prefix=prefix,
-                show_progress=progress,
+                show_progress=progress, layers=layers.paths, layer_owners=layers.owners,
             )  # fmt: skip
             warnings += more
             (tmp / "conda-meta").mkdir(parents=True, exist_ok=True)
@@ -403,9 +406,10 @@ def create(
             if req.pip:
                 _pip_install(layout, tmp, req.pip)
                 tick()
-            perms.limit_installed(
-                tmp, layout.package_cache, solution.packages
-            )  # archives carry their modes
+            # archives carry their modes; a site cache's files hardlinked here are left alone
+            protect = sitecache.protected_entries(tmp, layers)
+            perms.limit_installed(tmp, layout.package_cache, solution.packages, protect=protect)
+            site = sitecache.site_use(tmp, layers.paths)
             now = time.time()
             EnvMeta(
                 name, str(prefix), tuple(meta_specs), tuple(channels), tuple(req.pip), cuda,
@@ -429,6 +433,7 @@ def create(
         seconds=time.perf_counter() - start,
         recovered=tuple(recovered),
         leftovers_removed=tuple(r.path for r in recovered if r.action == "removed"),
+        site=site,
         **report_args,
     )
 
@@ -735,15 +740,22 @@ def apply_update(
         )
         if plan.normalize and _normalize_noarch_records(state):
             state = engine.read_prefix(prefix)
-        warnings = engine.install(
+        layers = sitecache.trusted_layers(settings)
+        warnings = list(layers.warnings)
+        warnings += engine.install(
             plan.target,
             prefix,
             cache_dir=layout.package_cache,
             installed=state.packages,
             reinstall=plan.reinstall,
             show_progress=progress,
+            layers=layers.paths,
+            layer_owners=layers.owners,
         )
-        perms.limit_installed(prefix, layout.package_cache, plan.target)  # see create
+        linked = {p.name for p in added} | set(plan.reinstall)
+        protect = sitecache.protected_entries(prefix, layers)  # see create
+        perms.limit_installed(prefix, layout.package_cache, plan.target, protect=protect)
+        site = sitecache.site_use(prefix, layers.paths, linked) if linked else None
         tick()
         asked = {spec_name(s): s for s in plan.update_specs}
         _write_conda_records(
@@ -772,6 +784,7 @@ def apply_update(
             "recovered": tuple(recovered),
             "leftovers_removed": tuple(x.path for x in recovered if x.action == "removed"),
             "resumed": bool(plan.reinstall),
+            "site": site,
         }
     )
 
