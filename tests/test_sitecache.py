@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcenv import engine, sitecache
+from hpcenv import engine, sitelink
 from hpcenv.channel import PackageSpec, build_channel
 from tests.conftest import IS_ROOT, need
 from tests.fs import cli_env, hpcenv, snapshot, xfs_reflink
@@ -180,7 +180,7 @@ def test_user_env_shares_extents_with_the_layer_on_xfs_and_costs_no_data_blocks(
     assert os.stat(env_file).st_uid == os.stat(site.own_cache("hpcalice")).st_uid
     assert os.stat(env_file).st_ino != os.stat(layer_file).st_ino
     assert _filefrag_shared(env_file) and _filefrag_shared(layer_file)
-    assert sitecache.link_method(str(env_file), str(layer_file)) == "reflink"
+    assert sitelink.link_method(str(env_file), str(layer_file)) == "reflink"
     # XFS reports the shared blocks in each file's st_blocks (what `du` shows), but the
     # filesystem's free blocks fall by the env's own small files only (conda-meta, gamma,
     # beta's script), not by the 1.25 MiB of data it shares with the layer
@@ -202,7 +202,7 @@ def test_user_env_on_ext4_is_copied_from_the_layer_and_the_report_says_so(ext4_s
     layer_file = site.layer / "alpha-1.0-0" / "share" / "alpha" / "f0"
     assert os.stat(env_file).st_ino != os.stat(layer_file).st_ino
     assert os.stat(layer_file).st_nlink == 1
-    assert sitecache.link_method(str(env_file), str(layer_file)) == "copy"
+    assert sitelink.link_method(str(env_file), str(layer_file)) == "copy"
     assert env_file.read_bytes() == layer_file.read_bytes()
     # nothing was downloaded into her cache for the layer's packages
     assert not site.own_cache("hpcalice").exists() or not any(
@@ -478,3 +478,74 @@ def test_package_caches_must_be_absolute_paths(fake_home, tmp_path):
     listing = json.loads(hpcenv("cache", "list", "--json", env=env).stdout)["result"]
     assert [r["path"] for r in listing["layers"]] == [f"{tmp_path}/a", f"{tmp_path}/b"]
     assert [r["why"] for r in listing["layers"]] == ["it does not exist"] * 2
+
+
+# ------------------------------------------------------------------ real packages
+
+
+def test_a_real_python_and_numpy_from_the_layer_run_for_a_user_on_xfs(xfs_site, real_channel):
+    site = xfs_site
+    channel = readable_copy(real_channel.path, site.base / "real-channel")
+    site.url = channel.as_uri()
+    filled = site.fill("python", "numpy", "tqdm")
+    # without the layer, create would refuse: it asks for the download and the unpacked size
+    archives = sum(p["bytes"] for p in filled["packages"])
+    assert archives * 5 > _free_bytes(site.layer)
+    report = site.create("hpcalice", "sci", "python", "numpy", "tqdm")
+    assert report["site"]["packages"] == 3 and report["site"]["method"] == "reflink"
+    assert report["site"]["not_duplicated_bytes"] > 20 * 1024 * KiB
+    prefix = site.prefix("hpcalice", "sci")
+    code = "import numpy, sys; print(sys.prefix, numpy.linalg.det(numpy.eye(3)))"
+    run = subprocess.run(
+        [str(prefix / "bin" / "python"), "-c", code], capture_output=True, text=True,
+        user="hpcalice", env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [str(prefix), "1.0"]
+    tqdm = subprocess.run(
+        [str(prefix / "bin" / "tqdm"), "--version"], capture_output=True, text=True, user="hpcalice"
+    )  # fmt: skip
+    assert tqdm.returncode == 0 and tqdm.stdout.strip() == real_channel.tqdm_version
+    # the noarch package's files were found in the layer at their package paths
+    usage = json.loads(site.ok("hpcalice", "usage", "--json").stdout)["result"]
+    (env,) = [e for e in usage["envs"] if e["path"] == str(prefix)]
+    assert env["site_bytes"] > 20 * 1024 * KiB
+
+
+# ------------------------------------------------------------------ the engine's view of layers
+
+
+@pytest.fixture
+def layered(tmp_path):
+    """A layer holding alpha and beta (filled through the engine, as root), a user cache."""
+    need("root", IS_ROOT, "layer entries owned by root")
+    url = build_channel(tmp_path / "chan", _packages())
+    solution = engine.solve([url], ["beta"], cache_dir=tmp_path / "cache")
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    for package in solution.packages:
+        entry = layer / engine.entry_name(package)
+        engine.write_cache_metadata(entry, engine.fetch_package(package, entry))
+    return solution, layer, tmp_path / "cache"
+
+
+def test_a_view_entry_rattler_extracted_is_set_aside_and_linked_to_the_layer_again(
+    layered, tmp_path
+):
+    solution, layer, cache = layered
+    view = engine.site_view_dir(cache)
+    stray = view / "alpha-1.0-0"
+    (stray / "info").mkdir(parents=True)
+    engine.install(solution, tmp_path / "env", cache_dir=cache, layers=[layer])
+    assert os.readlink(stray) == str(layer / "alpha-1.0-0")
+    assert any(n.startswith("alpha-1.0-0-site-") for n in os.listdir(cache / ".hpcenv-trash"))
+    assert sitelink.linked_from_layers(tmp_path / "env", [layer])[0].name == "alpha"
+
+
+def test_a_layer_entry_of_another_build_under_the_same_name_is_skipped(layered, tmp_path):
+    solution, layer, cache = layered
+    engine.write_cache_metadata(layer / "alpha-1.0-0", "00" * 32)
+    warnings = engine.install(solution, tmp_path / "env", cache_dir=cache, layers=[layer])
+    assert any("alpha-1.0-0" in w and "sha256 differs" in w for w in warnings)
+    assert [p.name for p in sitelink.linked_from_layers(tmp_path / "env", [layer])] == ["beta"]
+    assert (engine.package_cache_dir(cache) / "alpha-1.0-0").is_dir()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcenv import perms, sitecache
+from hpcenv import perms, sitecache, sitelink
 from hpcenv.condameta import append_history, dist_string, history_entry, spec_name
 from hpcenv.envjournal import Recovered, begin_build, find_leftovers, journal_key, recover
 from hpcenv.envplan import EnvMeta, PackageChange, diff, removal, requested, solve_keeping
@@ -186,8 +186,16 @@ def _check_location(layout: Layout, prefix: Path, allow_home: bool) -> None:
         )
 
 
-def _check_space(prefix_parent: Path, packages) -> None:
-    need = sum(p.size for p in packages) * (1 + EXTRACT_FACTOR)
+def _check_space(prefix_parent: Path, packages, site: dict[str, str] | None = None) -> None:
+    """Refuse when the download and the unpacked packages would not fit. A package linked
+    from a site package cache (`site`: name -> how, see sitelink.expected_methods) is not
+    downloaded, and takes space only where it is copied."""
+    site = site or {}
+    need = sum(
+        p.size * (1 + EXTRACT_FACTOR) if p.name not in site else p.size * EXTRACT_FACTOR
+        for p in packages
+        if site.get(p.name) not in ("reflink", "hardlink")
+    )
     have = free_bytes(prefix_parent)
     if need + INSTALL_MARGIN > have:
         from hpcenv.report import human_bytes
@@ -365,7 +373,10 @@ def create(
         return ChangeReport("create", dry_run=True, warnings=tuple(warnings), **report_args)
 
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    _check_space(prefix.parent, solution.packages)
+    layers = sitecache.trusted_layers(settings)
+    warnings += layers.warnings
+    site_methods = sitelink.expected_methods(layers, solution.packages, prefix.parent)
+    _check_space(prefix.parent, solution.packages, site_methods)
     meta_specs = list(specs if made_by == "lock" else req.specs)
     with _lock(layout, settings, on_wait):
         recovered = recover(layout)
@@ -389,8 +400,6 @@ def create(
             )
         tx = begin_build(layout, prefix, name, replace=replace, specs=meta_specs)
         tmp = tx.tmp
-        layers = sitecache.trusted_layers(settings)
-        warnings += layers.warnings
         try:
             more = engine.install(
                 solution, tmp, cache_dir=layout.package_cache, final_prefix=prefix,
@@ -407,9 +416,9 @@ def create(
                 _pip_install(layout, tmp, req.pip)
                 tick()
             # archives carry their modes; a site cache's files hardlinked here are left alone
-            protect = sitecache.protected_entries(tmp, layers)
+            protect = sitelink.protected_entries(tmp, layers)
             perms.limit_installed(tmp, layout.package_cache, solution.packages, protect=protect)
-            site = sitecache.site_use(tmp, layers.paths)
+            site = sitelink.site_use(tmp, layers.paths)
             now = time.time()
             EnvMeta(
                 name, str(prefix), tuple(meta_specs), tuple(channels), tuple(req.pip), cuda,
@@ -725,7 +734,8 @@ def apply_update(
     start = time.perf_counter()
     prefix = plan.prefix
     added = [p for p in plan.target if p.key not in {q.key for q in plan.installed}]
-    _check_space(prefix.parent, added)
+    layers = sitecache.trusted_layers(settings)
+    _check_space(prefix.parent, added, sitelink.expected_methods(layers, added, prefix.parent))
     with _lock(layout, settings, on_wait):
         recovered = recover(layout)
         state = engine.read_prefix(prefix)
@@ -740,7 +750,6 @@ def apply_update(
         )
         if plan.normalize and _normalize_noarch_records(state):
             state = engine.read_prefix(prefix)
-        layers = sitecache.trusted_layers(settings)
         warnings = list(layers.warnings)
         warnings += engine.install(
             plan.target,
@@ -753,9 +762,9 @@ def apply_update(
             layer_owners=layers.owners,
         )
         linked = {p.name for p in added} | set(plan.reinstall)
-        protect = sitecache.protected_entries(prefix, layers)  # see create
+        protect = sitelink.protected_entries(prefix, layers)  # see create
         perms.limit_installed(prefix, layout.package_cache, plan.target, protect=protect)
-        site = sitecache.site_use(prefix, layers.paths, linked) if linked else None
+        site = sitelink.site_use(prefix, layers.paths, linked) if linked else None
         tick()
         asked = {spec_name(s): s for s in plan.update_specs}
         _write_conda_records(

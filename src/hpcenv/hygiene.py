@@ -363,7 +363,7 @@ def usage_report(
         u = inner[Path(os.path.realpath(prefix))]
         row = _row("env", name or str(prefix), prefix, u)
         if layers:
-            from hpcenv.sitecache import site_share
+            from hpcenv.sitelink import site_share
 
             share = site_share(prefix, layers)
             counted = counted and share.extents_counted

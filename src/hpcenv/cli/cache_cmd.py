@@ -35,11 +35,11 @@ def fill(
     Example:  hpcenv cache fill pytorch numpy -c conda-forge
               hpcenv cache fill "pytorch * *cuda*" --cuda 12.4 --to /apps/hpcenv/pkgs
     """
-    from hpcenv import sitecache
+    from hpcenv import sitefill
     from hpcenv.report import human_bytes
 
     s = settings(ctx)
-    report = sitecache.fill(
+    report = sitefill.fill(
         s,
         specs,
         channels=list(channel or []),
