@@ -171,42 +171,29 @@ def _entries(path: Path) -> list[str]:
 def list_caches(settings: Settings, layout: Layout | None) -> CacheList:
     """Every configured layer (used or why not, size, packages) and the user's own cache."""
     from hpcenv import engine
-    from hpcenv.usage import scan
 
     owners, warnings = layer_owners(settings)
-    rows = []
-    for path in dict.fromkeys(settings.package_caches):
-        why = why_untrusted(path, owners)
-        names = _entries(path)
-        contents = tuple(
-            CachedPackage(
-                n,
-                "ok"
-                if (w := engine.check_cache_entry(path / n, owners)) is None
-                else f"damaged: {w}",
-            )
-            for n in names
-        )
-        u = scan(path)
-        rows.append(
-            CacheRow(
-                "layer",
-                str(path),
-                why is None,
-                why,
-                len(names),
-                u.apparent_bytes,
-                u.disk_bytes,
-                contents,
-            )
-        )
+    rows = [
+        _cache_row("layer", path, why_untrusted(path, owners), owners)
+        for path in dict.fromkeys(settings.package_caches)
+    ]
     own = None
     if layout is not None:
-        pkgs = engine.package_cache_dir(layout.package_cache)
-        u = scan(pkgs)
-        names = _entries(pkgs)
-        own = CacheRow(
-            "own", str(pkgs), True, None, len(names), u.apparent_bytes, u.disk_bytes,
-            tuple(CachedPackage(n, "ok") for n in names),
-        )  # fmt: skip
+        own = _cache_row("own", engine.package_cache_dir(layout.package_cache), None, None)
     return CacheList(tuple(rows), own, tuple(sorted(user_name(u) for u in owners)), tuple(warnings))
+
+
+def _cache_row(kind: str, path: Path, why: str | None, owners: Collection[int] | None) -> CacheRow:
+    """A cache's size and its packages, each checked (`engine.check_cache_entry`)."""
+    from hpcenv import engine
+    from hpcenv.usage import scan
+
+    contents = []
+    for name in _entries(path):
+        damage = engine.check_cache_entry(path / name, owners)
+        contents.append(CachedPackage(name, "ok" if damage is None else f"damaged: {damage}"))
+    u = scan(path)
+    return CacheRow(
+        kind, str(path), why is None, why, len(contents), u.apparent_bytes, u.disk_bytes,
+        tuple(contents),
+    )  # fmt: skip
