@@ -192,7 +192,15 @@ def test_user_env_shares_extents_with_the_layer_on_xfs_and_costs_no_data_blocks(
     assert run.stdout == "beta\n"
 
 
+def _protected_hardlinks() -> bool:
+    try:
+        return Path("/proc/sys/fs/protected_hardlinks").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 def test_user_env_on_ext4_is_copied_from_the_layer_and_the_report_says_so(ext4_site):
+    need("fs.protected_hardlinks=1", _protected_hardlinks(), "sysctl fs.protected_hardlinks=1")
     site = ext4_site
     site.fill("beta")
     prefix = site.prefix("hpcalice", "e1")
