@@ -810,6 +810,141 @@ def bench_kernel(quick: bool, work: Path) -> list[Row | Skipped]:
     ]
 
 
+def bench_sitecache(quick: bool, work: Path) -> list[Row | Skipped]:
+    """A user's create from a warm site package cache vs from their own warm cache, and the
+    user's disk use after a first env either way. As root: root fills the layer, hpcalice
+    creates (tests/users.py), on an XFS loop filesystem with reflink=1 when xfsprogs is
+    there (else on this machine's filesystem, noted). The two are interleaved run by run."""
+    if os.geteuid() != 0:
+        return [Skipped("sitecache", "needs root (a loop XFS and a second, real user)")]
+    from tests.fs import xfs_reflink
+
+    if shutil.which("mkfs.xfs"):
+        with xfs_reflink(work / "xfs", work / "xfs.img", "3G") as fs:
+            fs.chmod(0o755)
+            return _bench_sitecache(quick, work, fs, "on an XFS loop filesystem (reflink=1)")
+    plain = work / "plain"
+    plain.mkdir(mode=0o755)
+    return _bench_sitecache(quick, work, plain, "no xfsprogs: on this machine's filesystem")
+
+
+def _bench_sitecache(quick: bool, work: Path, fs: Path, where: str) -> list[Row | Skipped]:
+    from tests.users import chown_tree, ensure_users, hpcenv_as, readable_copy
+
+    from hpcenv.channel import PackageSpec, build_channel
+
+    ensure_users()
+    work.parent.chmod(0o755)  # the bench's temporary directory: hpcalice must pass through
+    work.chmod(0o755)
+    n, files, size = (20, 40, 32 * 1024) if quick else (60, 60, 48 * 1024)
+    repeat = 3 if quick else 7
+    specs = [
+        PackageSpec(
+            f"big{i:02d}",
+            "1.0",
+            depends=(f"big{i - 1:02d}",) if i else (),
+            files={
+                f"share/big{i:02d}/f{k:03d}": bytes([i, k % 256]) * (size // 2)
+                for k in range(files)
+            },
+        )
+        for i in range(n)
+    ]
+    url = readable_copy(
+        Path(build_channel(work / "chan-build", specs).removeprefix("file://")), work / "chan"
+    ).as_uri()
+    top = f"big{n - 1:02d}"
+    layer = fs / "site" / "pkgs"
+    layer.parent.mkdir(mode=0o755)
+    config = work / "site.toml"
+    config.write_text(f'package_caches = ["{layer}"]\n')
+    config.chmod(0o644)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("HPCENV_")}
+    base_env["PYTHONPATH"] = str(REPO / "src")
+    run(
+        hpcenv_cmd("-q", "cache", "fill", top, "-c", url),
+        env={**base_env, "HPCENV_SITE_CONFIG": str(config)},
+    )
+
+    homes = work / "homes"
+    homes.mkdir(mode=0o755)
+
+    def user_env(tag: str, site: bool) -> dict[str, str]:
+        home, storage = homes / tag, fs / f"storage-{tag}"
+        for d in (home, storage):
+            d.mkdir(exist_ok=True)
+            chown_tree(d, "hpcalice")
+        return {
+            **base_env, "HOME": str(home), "HPCENV_STORAGE": str(storage),
+            "HPCENV_SITE_CONFIG": str(config if site else work / "none.toml"),
+        }  # fmt: skip
+
+    own, from_site = user_env("own", False), user_env("site", True)
+
+    def create(env: dict[str, str], i: int) -> float:
+        prefix = Path(env["HPCENV_STORAGE"]) / f"env{i}"
+        t0 = time.perf_counter()
+        result = hpcenv_as("hpcalice", "-q", "create", "-p", str(prefix), top, "-c", url, env=env)
+        elapsed = time.perf_counter() - t0
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr.strip())
+        shutil.rmtree(prefix)
+        return elapsed
+
+    def reset(env: dict[str, str]) -> None:  # a user who has never used the layer
+        cache = Path(env["HPCENV_STORAGE"]) / ".cache"
+        shutil.rmtree(cache, ignore_errors=True)
+
+    def free() -> int:
+        subprocess.run(["sync"], check=False)
+        st = os.statvfs(fs)
+        return st.f_bfree * st.f_frsize
+
+    # disk use of a first env, each way (own cache: download + extract + link)
+    before = free()
+    create_keep = Path(own["HPCENV_STORAGE"]) / "first"
+    first = hpcenv_as("hpcalice", "-q", "create", "-p", str(create_keep), top, "-c", url, env=own)
+    if first.returncode != 0:
+        raise RuntimeError(first.stderr.strip())
+    own_bytes = before - free()
+    before = free()
+    site_keep = Path(from_site["HPCENV_STORAGE"]) / "first"
+    out = hpcenv_as(
+        "hpcalice", "create", "-p", str(site_keep), top, "-c", url, "--json", env=from_site
+    )
+    site_bytes = before - free()
+    import json as _json
+
+    method = (
+        _json.loads(out.stdout)["result"]["site"]["method"] if out.returncode == 0 else "failed"
+    )
+    data_mib = n * files * size / 2**20
+    t_own, t_site = [], []
+    for i in range(repeat):
+        t_own.append(create(own, i))
+        reset(from_site)
+        t_site.append(create(from_site, i))
+    ratio = statistics.median(t_site) / statistics.median(t_own)
+    note = (
+        f"{where}; files linked by {method}. The user's disk use after a first env "
+        f"({data_mib:.0f} MiB of package files): {own_bytes / 2**20:.1f} MiB from the own "
+        f"cache (download + unpack + env), {site_bytes / 2**20:.1f} MiB from the layer"
+    )
+    return [
+        Row(
+            "sitecache",
+            f"create as a user, {n} packages x {files} files of {size // 1024} KiB, from a warm "
+            "site layer (own cache empty)",
+            t_site,
+            "create from a warm own cache",
+            t_own,
+            "<= 1.1x",
+            ratio <= 1.1,
+            note,
+        )
+    ]
+
+
 SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
     "create": bench_create,
     "activation": bench_activation,
@@ -821,6 +956,7 @@ SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
     "stage": bench_stage,
     "real": bench_real,
     "kernel": bench_kernel,
+    "sitecache": bench_sitecache,
 }
 
 

@@ -5,6 +5,7 @@ A small synchronous API over rattler's async calls. One `cache_dir` (the caller 
 
     cache_dir/repodata/   the Gateway's repodata cache
     cache_dir/pkgs/       downloaded archives and extracted packages (hardlinked into envs)
+    cache_dir/site/       links to the packages of site package caches (see `install`)
 
 `__cuda` is never detected here: the caller (envs, through gpu.py) decides it and passes
 `cuda=` ("12.4" adds `__cuda=12.4`, None means no `__cuda`), so one detector is the truth.
@@ -19,8 +20,9 @@ import json
 import os
 import re
 import stat
+import struct
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -349,12 +351,18 @@ def install(
     final_prefix: Path | None = None,
     reinstall: Iterable[str] = (),
     show_progress: bool = False,
+    layers: Sequence[Path] = (),
+    layer_owners: Collection[int] = (0,),
 ) -> list[str]:
     """Link `packages` into `prefix`, applying only the difference to `installed`; return
-    warnings (cached packages found damaged and extracted again).
+    warnings (cached packages found damaged and extracted again, site cache entries skipped).
 
     `final_prefix` is the path patched into files when building in a temporary sibling that
     is renamed into place afterwards (atomic create).
+
+    `layers` are read-only package caches (a site's, trusted by the caller: `sitecache`)
+    searched before the user's own: a package whole there, its files owned by one of
+    `layer_owners` and writable by no one else, is linked from there (see `_site_view`).
     """
     if isinstance(packages, Solution):
         packages = packages.packages
@@ -362,13 +370,20 @@ def install(
     have = {p.key for p in installed or ()}
     linking = [p for p in packages if p.key not in have or p.name in reinstall]
     warnings = set_aside_damaged(cache_dir, linking)
+    served, skipped = _from_layers(layers, linking, layer_owners)
+    warnings += skipped
+    caches: dict = {"cache_dir": package_cache_dir(cache_dir)}
+    lock_dir = package_cache_dir(cache_dir)
+    if served:
+        caches = {"package_cache": _site_view(cache_dir, served)}
+        lock_dir = site_view_dir(cache_dir)
     try:
-        with _cache_lock_where_flock_works(package_cache_dir(cache_dir)):
+        with _cache_lock_where_flock_works(lock_dir):
             _run(
                 rattler.install(
                     [p.record for p in packages],
                     target_prefix=prefix,
-                    cache_dir=package_cache_dir(cache_dir),
+                    **caches,
                     installed_packages=[p.record for p in installed]
                     if installed is not None
                     else None,
@@ -403,12 +418,16 @@ def cache_entry(cache_dir: Path, package: PackageInfo) -> Path:
     return package_cache_dir(cache_dir) / stem
 
 
-def check_cache_entry(entry: Path) -> str | None:
+def check_cache_entry(entry: Path, owners: Collection[int] | None = None) -> str | None:
     """Why an extracted package in the cache is damaged (a file of its info/paths.json is
     missing, of another size, or of another type), or None when it is whole.
 
     rattler's own validation either checks only that files exist (`ValidationMode.fast`) or
-    hashes every byte (`full`): the sizes catch a truncated file at the cost of one stat."""
+    hashes every byte (`full`): the sizes catch a truncated file at the cost of one stat.
+
+    With `owners` (a site layer's entry), every one of those files, their directories and
+    the package's info/ must also belong to one of `owners` and be writable by no group or
+    other user: anything else could be changed by someone the site did not trust."""
     try:
         data = json.loads((entry / "info" / "paths.json").read_text(encoding="utf-8"))
         paths = data["paths"]
@@ -417,6 +436,7 @@ def check_cache_entry(entry: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"info/paths.json is not readable ({exc.__class__.__name__})"
     root = os.fspath(entry) + "/"
+    others = {".", "info", "info/paths.json", "info/index.json"}  # checked with owners
     for item in paths if isinstance(paths, list) else []:
         if not isinstance(item, dict) or not isinstance(item.get("_path"), str):
             return "info/paths.json has an entry without a path"
@@ -436,6 +456,33 @@ def check_cache_entry(entry: Path) -> str | None:
             return f"{rel} is not a file"
         elif isinstance(item.get("size_in_bytes"), int) and st.st_size != item["size_in_bytes"]:
             return f"{rel} has {st.st_size} bytes, not {item['size_in_bytes']}"
+        if owners is not None:
+            why = _foreign(rel, st, owners)
+            if why:
+                return why
+            parent = os.path.dirname(rel)
+            while parent and parent not in others:  # each directory on the way, once
+                others.add(parent)
+                parent = os.path.dirname(parent)
+    for rel in sorted(others) if owners is not None else ():
+        try:
+            st = os.lstat(root + rel)
+        except OSError:
+            return f"{rel} is missing"
+        why = _foreign(rel, st, owners)  # type: ignore[arg-type]
+        if why:
+            return why
+    return None
+
+
+def _foreign(rel: str, st: os.stat_result, owners: Collection[int]) -> str | None:
+    """Why a layer's path could be changed by someone other than its trusted owners."""
+    if stat.S_ISLNK(st.st_mode):
+        return None  # a link's mode and owner change nothing: it is re-created, not read
+    if st.st_uid not in owners:
+        return f"{rel} belongs to uid {st.st_uid}, not to the site cache's owner"
+    if st.st_mode & 0o022:
+        return f"{rel} is writable by group or others"
     return None
 
 
@@ -522,6 +569,142 @@ class FetchError(OperationError):
         )
         self.package = package
         self.reason = reason
+
+
+# --------------------------------------------------------------------------- site layers
+#
+# rattler 0.28 reads a layered cache (`PackageCache.from_layers`) but opens every entry's
+# `<entry>.lock` (revision + sha256) for writing even to validate it, and takes its global
+# `.cache.lock` in the first layer whose directory has a write bit: a layer the user cannot
+# write fails the install with EACCES (checked as a real non-root user). So the user's own
+# `cache_dir/site/` stands in for the site's layers: for each package served from a layer it
+# holds a symlink to the layer's entry and a `.lock` of its own, and is given to rattler as
+# the first layer, filtered to exactly those packages; `cache_dir/pkgs` follows for the rest.
+# rattler links the files through the symlink (reflink, else hardlink, else copy), and never
+# writes into the layer. A record's `extracted_package_dir` names the symlink; its real path
+# is the layer's entry.
+
+SITE_VIEW = "site"
+_LOCK = struct.Struct(">Q")  # rattler's cache metadata: a big-endian u64 revision, a sha256
+
+
+def site_view_dir(cache_dir: Path) -> Path:
+    return Path(cache_dir) / SITE_VIEW
+
+
+def entry_name(package: PackageInfo) -> str:
+    return package.file_name.removesuffix(".tar.bz2").removesuffix(".conda")
+
+
+def cached_sha256(entry: Path) -> str | None:
+    """The sha256 rattler recorded for a cache entry (in `<entry>.lock`), if any."""
+    try:
+        with open(f"{entry}.lock", "rb") as f:
+            data = f.read(_LOCK.size + 32)
+    except OSError:
+        return None
+    return data[_LOCK.size :].hex() if len(data) == _LOCK.size + 32 else None
+
+
+def write_cache_metadata(entry: Path, sha256: str | None, mode: int = 0o644) -> None:
+    """Write `<entry>.lock` as rattler does for an entry it extracted (atomically)."""
+    data = _LOCK.pack(1) + (bytes.fromhex(sha256) if sha256 else b"")
+    path = Path(f"{entry}.lock")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _from_layers(
+    layers: Sequence[Path], packages: Sequence[PackageInfo], owners: Collection[int]
+) -> tuple[dict[str, tuple[PackageInfo, Path]], list[str]]:
+    """{entry name: (package, the layer's entry)} for the packages a layer holds whole, in
+    the order the layers are given; and a warning for each entry skipped (damaged, changeable
+    by others, or another build under the same name)."""
+    served: dict[str, tuple[PackageInfo, Path]] = {}
+    warnings: list[str] = []
+    for package in packages:
+        name = entry_name(package)
+        for layer in layers:
+            entry = Path(layer) / name
+            try:
+                if not stat.S_ISDIR(os.lstat(entry).st_mode):
+                    continue
+            except OSError:
+                continue
+            why = check_cache_entry(entry, owners)
+            site_sha = cached_sha256(entry)
+            if why is None and package.sha256 and site_sha and site_sha != package.sha256:
+                why = "it is another build of that name (its sha256 differs)"
+            if why is not None:
+                warnings.append(
+                    f"skipped {name} in the site package cache {layer}: {why}; "
+                    "using your own cache (tell the site admins)"
+                )
+                continue
+            served[name] = (package, entry)
+            break
+    return served, warnings
+
+
+def _site_view(cache_dir: Path, served: dict[str, tuple[PackageInfo, Path]]):
+    """The PackageCache for an install that links `served` from site layers (see above)."""
+    view = site_view_dir(cache_dir)
+    view.mkdir(parents=True, exist_ok=True)
+    for name, (package, entry) in served.items():
+        link = view / name
+        try:
+            current = os.readlink(link)
+        except FileNotFoundError:
+            current = None
+        except OSError:  # not a link: what rattler extracted here once; set it aside
+            trash = Path(cache_dir) / ".hpcenv-trash"
+            trash.mkdir(mode=0o700, exist_ok=True)
+            os.rename(link, trash / f"{name}-site-{os.getpid()}-{time.time_ns()}")
+            current = None
+        if current != str(entry):
+            tmp = view / f".{name}.link-{os.getpid()}"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            os.symlink(entry, tmp)
+            os.replace(tmp, link)
+        write_cache_metadata(link, package.sha256)
+    first = rattler.PackageCacheLayer(view)
+    for package, _entry in served.values():
+        first = first.with_filter(rattler.MatchSpec(package.pin))
+    own = rattler.PackageCacheLayer(package_cache_dir(cache_dir))
+    return rattler.PackageCache.from_layers([first, own])
+
+
+def fetch_package(package: PackageInfo, dest: Path) -> str:
+    """Download `package` and extract it into `dest` (made here); return its sha256, checked
+    against the record's when the record has one."""
+    from rattler.networking import Client
+    from rattler.package_streaming import download_and_extract
+
+    want = bytes.fromhex(package.sha256) if package.sha256 else None
+    try:
+        sha, _md5 = _run(download_and_extract(Client(), package.url, Path(dest), want))
+    except BaseException as exc:
+        if not _is_rattler_error(exc) and not isinstance(exc, (OSError, ValueError)):
+            raise
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise OperationError(
+            f"downloading {package.file_name} failed: {_first_and_cause(exc)}", hint=MIRROR_HINT
+        ) from None
+    got = bytes(sha).hex()
+    if package.sha256 and got != package.sha256:
+        raise OperationError(
+            f"{package.file_name} does not match its sha256 in the channel's repodata",
+            hint="the channel or mirror serves a changed file; tell its maintainers",
+        )
+    return got
 
 
 def read_prefix(prefix: Path) -> PrefixState:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcenv import perms
+from hpcenv import perms, sitecache, sitelink
 from hpcenv.condameta import append_history, dist_string, history_entry, spec_name
 from hpcenv.envjournal import Recovered, begin_build, find_leftovers, journal_key, recover
 from hpcenv.envplan import EnvMeta, PackageChange, diff, removal, requested, solve_keeping
@@ -98,6 +98,7 @@ class ChangeReport:
     recovered: tuple[Recovered, ...] = ()
     resumed: bool = False  # this run finished an interrupted run of the same command
     kernels_removed: tuple[str, ...] = ()  # the Jupyter kernels of a deleted env (`kernel.py`)
+    site: Any = None  # sitecache.SiteUse: what came from the site's package caches
 
     @property
     def needs_consent(self) -> tuple[PackageChange, ...]:
@@ -201,8 +202,16 @@ def purge_warnings(settings: Settings, prefix: Path) -> list[str]:
     ]
 
 
-def _check_space(prefix_parent: Path, packages) -> None:
-    need = sum(p.size for p in packages) * (1 + EXTRACT_FACTOR)
+def _check_space(prefix_parent: Path, packages, site: dict[str, str] | None = None) -> None:
+    """Refuse when the download and the unpacked packages would not fit. A package linked
+    from a site package cache (`site`: name -> how, see sitelink.expected_methods) is not
+    downloaded, and takes space only where it is copied."""
+    site = site or {}
+    need = sum(
+        p.size * (1 + EXTRACT_FACTOR) if p.name not in site else p.size * EXTRACT_FACTOR
+        for p in packages
+        if site.get(p.name) not in ("reflink", "hardlink")
+    )
     have = free_bytes(prefix_parent)
     if need + INSTALL_MARGIN > have:
         from hpcenv.report import human_bytes
@@ -392,7 +401,10 @@ def create(
         return ChangeReport("create", dry_run=True, warnings=tuple(warnings), **report_args)
 
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    _check_space(prefix.parent, solution.packages)
+    layers = sitecache.trusted_layers(settings)
+    warnings += layers.warnings
+    site_methods = sitelink.expected_methods(layers, solution.packages, prefix.parent)
+    _check_space(prefix.parent, solution.packages, site_methods)
     meta_specs = list(specs if made_by == "lock" else req.specs)
     with _lock(layout, settings, on_wait):
         recovered = recover(layout)
@@ -420,7 +432,7 @@ def create(
         try:
             more = engine.install(
                 solution, tmp, cache_dir=layout.package_cache, final_prefix=prefix,
-                show_progress=progress,
+                show_progress=progress, layers=layers.paths, layer_owners=layers.owners,
             )  # fmt: skip
             warnings += more
             (tmp / "conda-meta").mkdir(parents=True, exist_ok=True)
@@ -438,9 +450,10 @@ def create(
                 )  # fmt: skip
                 pypi_done = pipstep.apply(layout, plan, final_prefix=prefix)
                 tick()
-            perms.limit_installed(
-                tmp, layout.package_cache, solution.packages
-            )  # archives carry their modes
+            # archives carry their modes; a site cache's files hardlinked here are left alone
+            protect = sitelink.protected_entries(tmp, layers)
+            perms.limit_installed(tmp, layout.package_cache, solution.packages, protect=protect)
+            site = sitelink.site_use(tmp, layers.paths)
             now = time.time()
             EnvMeta(
                 name, str(prefix), tuple(meta_specs), tuple(channels), tuple(pip_lines), cuda,
@@ -466,6 +479,7 @@ def create(
         recovered=tuple(recovered),
         leftovers_removed=tuple(r.path for r in recovered if r.action == "removed"),
         pypi=tuple(f"{p.name} {p.version}" for p in pypi_done),
+        site=site,
         **report_args,
     )
 
@@ -694,7 +708,8 @@ def apply_update(
     start = time.perf_counter()
     prefix = plan.prefix
     added = [p for p in plan.target if p.key not in {q.key for q in plan.installed}]
-    _check_space(prefix.parent, added)
+    layers = sitecache.trusted_layers(settings)
+    _check_space(prefix.parent, added, sitelink.expected_methods(layers, added, prefix.parent))
     with _lock(layout, settings, on_wait):
         recovered = recover(layout)
         state = engine.read_prefix(prefix)
@@ -709,15 +724,21 @@ def apply_update(
         )
         if plan.normalize and _normalize_noarch_records(state):
             state = engine.read_prefix(prefix)
-        warnings = engine.install(
+        warnings = list(layers.warnings)
+        warnings += engine.install(
             plan.target,
             prefix,
             cache_dir=layout.package_cache,
             installed=state.packages,
             reinstall=plan.reinstall,
             show_progress=progress,
+            layers=layers.paths,
+            layer_owners=layers.owners,
         )
-        perms.limit_installed(prefix, layout.package_cache, plan.target)  # see create
+        linked = {p.name for p in added} | set(plan.reinstall)
+        protect = sitelink.protected_entries(prefix, layers)  # see create
+        perms.limit_installed(prefix, layout.package_cache, plan.target, protect=protect)
+        site = sitelink.site_use(prefix, layers.paths, linked) if linked else None
         tick()
         asked = {spec_name(s): s for s in plan.update_specs}
         _write_conda_records(
@@ -746,6 +767,7 @@ def apply_update(
             "recovered": tuple(recovered),
             "leftovers_removed": tuple(x.path for x in recovered if x.action == "removed"),
             "resumed": bool(plan.reinstall),
+            "site": site,
         }
     )
 

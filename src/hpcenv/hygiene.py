@@ -32,7 +32,7 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -306,6 +306,7 @@ class UsageRow:
     disk_bytes: int
     files: int
     last_used: float | None
+    site_bytes: int = 0  # an env's files that are a site package cache's (sitecache.site_share)
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,7 @@ class UsageReport:
     home_quota: Quota | None
     storage_free_bytes: int | None
     warnings: tuple[str, ...] = ()
+    site_extents_counted: bool = True  # False: reflinked files could not be told apart
 
 
 def _row(kind: str, name: str, path: Path, u) -> UsageRow:
@@ -333,8 +335,14 @@ def _row(kind: str, name: str, path: Path, u) -> UsageRow:
     )
 
 
-def usage_report(layout: Layout, home_quota_setting: int | None = None) -> UsageReport:
-    """Measure home, storage, each cache and each known env (hardlinks counted once)."""
+def usage_report(
+    layout: Layout, home_quota_setting: int | None = None, layers: Sequence[Path] = ()
+) -> UsageReport:
+    """Measure home, storage, each cache and each known env (hardlinks counted once).
+
+    An env's files that came from a site package cache (`layers`) and still share its
+    storage (hardlinks, reflinks) are the site's: counted in `site_bytes`, not in the env's
+    `unique_bytes` (a hardlinked one never was: its other link is in the layer)."""
     from hpcenv.usage import scan_many
 
     # home and storage are disjoint trees (storage is never in home; home's links to storage
@@ -350,9 +358,18 @@ def usage_report(layout: Layout, home_quota_setting: int | None = None) -> Usage
     for name, path in caches.items():
         cache_rows.append(_row("cache", name, path, inner[Path(os.path.realpath(path))]))
     env_rows = []
+    counted = True
     for prefix, name in prefixes.items():
         u = inner[Path(os.path.realpath(prefix))]
-        env_rows.append(_row("env", name or str(prefix), prefix, u))
+        row = _row("env", name or str(prefix), prefix, u)
+        if layers:
+            from hpcenv.sitelink import site_share
+
+            share = site_share(prefix, layers)
+            counted = counted and share.extents_counted
+            unique = max(0, row.unique_bytes - share.reflinked_bytes)
+            row = replace(row, site_bytes=share.bytes, unique_bytes=unique)
+        env_rows.append(row)
         if is_env(prefix) is False:
             warnings.append(f"environment {name or prefix} is registered but {prefix} is missing")
     home = _row("home", "home", layout.home, outer[layout.home])
@@ -369,6 +386,7 @@ def usage_report(layout: Layout, home_quota_setting: int | None = None) -> Usage
         home_quota=quota,
         storage_free_bytes=free,
         warnings=tuple(warnings),
+        site_extents_counted=counted,
     )
 
 
@@ -516,6 +534,10 @@ def plan_clean(layout: Layout) -> CleanPlan:
         )
 
     for cache in (package_dir(layout), layout.conda_dir / "pkgs"):
+        if os.path.isdir(cache) and not os.access(cache, os.W_OK | os.X_OK):
+            # a site's read-only package cache, or someone else's: never touched
+            warnings.append(f"{cache} is not writable by you; clean leaves it as it is")
+            continue
         try:
             entries = sorted(os.scandir(cache), key=lambda e: e.name)
         except OSError:

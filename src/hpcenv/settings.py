@@ -28,7 +28,8 @@ from hpcenv.gpu import DEFAULT_GPU_PACKAGES
 DEFAULT_SITE_CONFIG = "/etc/hpcenv/site.toml"
 
 
-# key -> (type, default). Types: str, bool, int, float, "path", "size", ("list", str), ("map", str)
+# key -> (type, default). Types: str, bool, int, float, "path", "size", ("list", str),
+# ("list", "path") (absolute paths), ("map", str)
 SCHEMA: dict[str, tuple[Any, Any]] = {
     "storage": ("path", None),
     "storage_var": (str, "global_storage"),
@@ -41,6 +42,8 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     "lock_timeout": (float, 60.0),
     "home_quota": ("size", None),
     "shared_root": ("path", None),
+    "package_caches": (("list", "path"), ()),
+    "package_cache_owner": (str, None),
     "scheduler.partition": (str, None),
     "scheduler.gpu_partition": (str, None),
     "scheduler.gres": (str, "--gres=gpu:{n}"),
@@ -89,6 +92,9 @@ class Settings:
     lock_timeout: float = 60.0
     home_quota: int | None = None
     shared_root: Path | None = None
+    # site package caches: read-only layers searched before the user's own (sitecache.py)
+    package_caches: tuple[Path, ...] = ()
+    package_cache_owner: str | None = None  # the account (besides root) that fills them
     partition: str | None = None
     gpu_partition: str | None = None
     gres: str = "--gres=gpu:{n}"
@@ -219,6 +225,13 @@ def _convert(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise bad("a string")
         return value
+    if kind == ("list", "path"):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of absolute paths")
+        paths = [os.path.expandvars(os.path.expanduser(v)) for v in value]
+        if not all(os.path.isabs(v) for v in paths):
+            raise bad("a list of absolute paths")
+        return tuple(Path(os.path.normpath(v)) for v in paths)
     if isinstance(kind, tuple) and kind[0] == "list":
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise bad("a list of strings")

@@ -184,6 +184,7 @@ def require_env(env: str | None, command: str) -> str:
 # Command modules register themselves on `app` when imported.
 from hpcenv.cli import (  # noqa: E402,F401
     activate_cmd,
+    cache_cmd,
     envs_cmd,
     hygiene_cmd,
     jobs_cmd,

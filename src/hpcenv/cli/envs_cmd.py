@@ -298,6 +298,24 @@ def _print_changes(report, stream) -> None:
     print_table(title, ["change", "package", "from", "to", ""], rows, stderr=stream is sys.stderr)
 
 
+def _site_line(site) -> str:
+    """How packages came from the site's package caches, and what that saved."""
+    from hpcenv.report import human_bytes
+
+    how = {
+        "reflink": "reflinked (shared extents: no new blocks)",
+        "hardlink": "hardlinked (no new blocks)",
+        "copy": "copied (this filesystem cannot share them with you)",
+    }.get(site.method, f"linked ({', '.join(f'{k}: {v}' for k, v in site.methods.items())})")
+    saved = f"{human_bytes(site.not_downloaded_bytes)} not downloaded"
+    if site.not_duplicated_bytes:
+        saved += f", {human_bytes(site.not_duplicated_bytes)} not duplicated"
+    return (
+        f"site package cache: {site.packages} package(s) from {', '.join(site.layers)}, "
+        f"{how}; {saved}"
+    )
+
+
 def _emit(ctx: typer.Context, report, json_out: bool) -> None:
     from hpcenv.report import human_bytes, print_table
 
@@ -319,6 +337,8 @@ def _emit(ctx: typer.Context, report, json_out: bool) -> None:
         _print_changes(report, sys.stdout)
     if report.gpu is not None and (report.gpu.cuda_builds or report.gpu.cpu_builds):
         print(_gpu_line(report.gpu))
+    if report.site is not None:
+        print(_site_line(report.site))
     if report.relaxed:
         print(f"note: {report.relaxed}")
     if report.dry_run:

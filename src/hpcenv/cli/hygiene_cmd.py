@@ -34,10 +34,12 @@ def usage(
     """
     from hpcenv import hygiene
     from hpcenv.report import human_bytes, print_table
+    from hpcenv.sitecache import trusted_layers
 
     s, layout = _layout(ctx)
-    report = hygiene.usage_report(layout, s.home_quota)
-    for message in report.warnings:
+    layers = trusted_layers(s)
+    report = hygiene.usage_report(layout, s.home_quota, layers.paths)
+    for message in (*layers.warnings, *report.warnings):
         warn(message)
     if json_out:
         emit_json("usage", report)
@@ -67,6 +69,15 @@ def usage(
         print(f"{line} [{q.source}]")
     if report.storage_free_bytes is not None:
         print(f"storage free: {human_bytes(report.storage_free_bytes)}")
+    site = sum(r.site_bytes for r in report.envs)
+    if layers.paths:
+        line = (
+            f"site package cache: {human_bytes(site)} of your envs' files are the site's "
+            "(hardlinked or sharing extents), not counted as yours in 'unique'"
+        )
+        if not report.site_extents_counted:
+            line += "; shared extents not counted (this filesystem cannot tell)"
+        print(line)
     print("Next: hpcenv clean --dry-run  (what can be removed safely)")
 
 
