@@ -87,7 +87,7 @@ def find_uv() -> str:
     return found
 
 
-def _uv(layout: Layout, args: Sequence[str], cwd: Path | None = None):
+def run_uv(layout: Layout, args: Sequence[str], cwd: Path | None = None):
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env.update(
         UV_CACHE_DIR=str(layout.uv_cache),
@@ -209,7 +209,7 @@ def _resolve(layout: Layout, prefix: Path, requirements: Sequence[str], work: Pa
     reqs = work / "requirements.txt"
     reqs.write_text("\n".join(lines) + "\n", encoding="utf-8")
     hint = "check the PyPI requirements (a name, a version, an index option)"
-    dry = _uv(
+    dry = run_uv(
         layout, ["pip", "install", "--dry-run", "--python", str(python), "-r", str(reqs)], cwd
     )
     if dry.returncode != 0:
@@ -242,7 +242,7 @@ def _resolve(layout: Layout, prefix: Path, requirements: Sequence[str], work: Pa
     out.parent.mkdir()
     args = ["pip", "compile", "--no-deps", "--format", "pylock.toml", "--python", str(python)]
     args += ["-c", str(work / "constraints.txt"), "-o", str(out), str(work / "compile.txt")]
-    compiled = _uv(layout, args, cwd)
+    compiled = run_uv(layout, args, cwd)
     if compiled.returncode != 0:
         raise _uv_error(compiled, "the PyPI requirements cannot be pinned", hint)
     return [p for p in read_pylock(out) if canonical(p.name) in install]
@@ -380,9 +380,9 @@ def _install(layout, prefix: Path, packages, work: Path, *, target=None, reinsta
             continue
         reqs = work / f"install-{len(extra)}.txt"
         reqs.write_text("".join(f"{p.direct_reference}\n" for p in group), encoding="utf-8")
-        result = _uv(layout, [*args, *extra, "-r", str(reqs)])
+        result = run_uv(layout, [*args, *extra, "-r", str(reqs)])
         if target is None:
-            _limit_lock_file(prefix)
+            limit_lock_file(prefix)
         if result.returncode != 0:
             where = "(a trial; nothing was changed)" if target else f"into {prefix}"
             raise _uv_error(
@@ -392,7 +392,7 @@ def _install(layout, prefix: Path, packages, work: Path, *, target=None, reinsta
             )
 
 
-def _limit_lock_file(prefix: Path) -> None:
+def limit_lock_file(prefix: Path) -> None:
     """uv locks a venv-style prefix with PREFIX/.lock, created 0666 on purpose (astral-sh/uv
     #11328, #16845); run/activate/jobscript then refuse the env as world-writable. Take the
     write bits the umask denies, and others' always (not unlinked: a uv running in the env

@@ -201,6 +201,7 @@ def _decide(layout: Layout, settings, prefix: Path, check: EnvCheck):
     records: list[str] = []
     state = engine.read_prefix(prefix)
     by_record = {os.path.basename(p.record_path or ""): p for p in state.packages}
+    pypi_origin = _pypi_origins(prefix)
     for pkg in check.broken_packages:
         aside, unlock = _in_the_way(prefix, pkg)
         lost = dict(missing=pkg.counts[0], changed=pkg.counts[1], aside=aside, unlock=unlock)
@@ -213,7 +214,7 @@ def _decide(layout: Layout, settings, prefix: Path, check: EnvCheck):
                     "pypi",
                     "uv",
                     "",
-                    origin=f"{pkg.name}=={pkg.version}",
+                    origin=pypi_origin(pkg.name, pkg.version),
                     uv_cache_clean=_shares_inode(prefix, pkg),
                     **lost,
                 )  # fmt: skip
@@ -231,7 +232,7 @@ def _decide(layout: Layout, settings, prefix: Path, check: EnvCheck):
     unreadable = {}
     for u in check.unreadable:
         if not u.path.endswith(".json") and u.version:  # a PyPI package's RECORD
-            origin = f"{u.name}=={u.version}"
+            origin = pypi_origin(u.name, u.version)
             fixes.append(PackageFix(u.name, u.version, "", "pypi", "uv", u.reason, 0, 0, origin))
     bad = {u.path: u for u in check.unreadable if u.path.endswith(".json")}
     for d in state.damaged:  # records the engine refuses although they are JSON
@@ -678,37 +679,44 @@ def _without(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in _RECORD_ONLY}
 
 
+def _pypi_origins(prefix: Path) -> Callable[[str, str], str]:
+    """What installs a PyPI package again: the artifact hpcenv recorded when it installed it
+    (pypi.json: the same wheel, checked by its hash, with the same direct_url.json), else
+    NAME==VERSION from the env's index options."""
+    from hpcenv.pypi import canonical, recorded
+
+    known = {canonical(p.name): p for p in recorded(prefix)}
+
+    def origin(name: str, version: str) -> str:
+        rec = known.get(canonical(name))
+        return rec.direct_reference if rec and rec.version == version else f"{name}=={version}"
+
+    return origin
+
+
 def _uv_reinstall(layout: Layout, prefix: Path, fix: PackageFix) -> None:
-    """uv installs NAME==VERSION again, with the env's pip index options."""
-    import subprocess
+    """uv installs NAME==VERSION again, with the env's pip index options (pipstep.run_uv: the
+    same cache, config and permission rules as the pip step of create/install)."""
     import tempfile
 
     from hpcenv.envplan import EnvMeta
-    from hpcenv.envs import _find_uv
+    from hpcenv.pipstep import limit_lock_file, run_uv
 
-    uv = _find_uv()
     meta = EnvMeta.load(prefix)
     options = [line for line in (meta.pip if meta else ()) if line.strip().startswith("-")]
-    env = {
-        **os.environ,
-        "UV_CACHE_DIR": str(layout.uv_cache),
-        "VIRTUAL_ENV": str(prefix),
-        "UV_NO_CONFIG": "1",
-        "XDG_DATA_HOME": str(layout.state_dir / "uv-data"),
-        "XDG_CONFIG_HOME": str(layout.state_dir / "uv-config"),
-    }
     if fix.uv_cache_clean:
-        subprocess.run([uv, "cache", "clean", fix.name], env=env, capture_output=True, text=True)
+        run_uv(layout, ["cache", "clean", fix.name])
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as reqs:
         reqs.write("\n".join([*options, fix.origin]) + "\n")
     try:
-        result = subprocess.run(
-            [uv, "pip", "install", "--python", str(prefix / "bin" / "python"),
+        result = run_uv(
+            layout,
+            ["pip", "install", "--python", str(prefix / "bin" / "python"),
              "--reinstall-package", fix.name, "-r", reqs.name],
-            env=env, capture_output=True, text=True,
         )  # fmt: skip
     finally:
         os.unlink(reqs.name)
+        limit_lock_file(prefix)  # uv leaves the env's .lock world-writable
     if result.returncode != 0:
         msgs = [line for line in result.stderr.strip().splitlines() if line.strip()]
         raise OperationError(
