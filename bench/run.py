@@ -400,7 +400,7 @@ def bench_usage(quick: bool, work: Path) -> list[Row | Skipped]:
     tree = work / "tree"
     make_tree(tree, files, size=10)
     repeat = 3 if quick else 5
-    code = "import sys; from hpcenv.usage import scan; scan(sys.argv[1])"
+    code = "import sys; from hpcenv.treescan import scan; scan(sys.argv[1])"
     run(["du", "-s", str(tree)])  # warm the dentry and inode caches
     du = timeit(lambda: run(["du", "-s", str(tree)]), repeat)
     h = timeit(lambda: run([sys.executable, "-c", code, str(tree)]), repeat)
@@ -415,6 +415,64 @@ def bench_usage(quick: bool, work: Path) -> list[Row | Skipped]:
             "<= 1.0x",
             ratio <= 1.0,
         )
+    ]
+
+
+def bench_verify(quick: bool, work: Path) -> list[Row | Skipped]:
+    """verify of one env (stat only; then --full) vs `du -s` (and sha256sum) of the same env,
+    both warm, interleaved run by run. The env: synthetic packages of 1,000 files each."""
+    from bench.synthetic import synthetic_packages
+
+    from hpcenv import engine
+    from hpcenv.channel import build_channel
+
+    n = 20 if quick else 100
+    url = build_channel(
+        work / "chan", synthetic_packages(n_packages=n, versions=1, files_per_package=1000)
+    )
+    prefix = work / "env"
+    solution = engine.solve([url], [f"pkg{i:03d}" for i in range(n)], cache_dir=work / "cache")
+    engine.install(solution, prefix, cache_dir=work / "cache")
+    files = n * 1000
+    repeat = 3 if quick else 7
+    code = (
+        "import sys; from pathlib import Path; from hpcenv.verify import check_prefix; "
+        "c = check_prefix(Path(sys.argv[1]), full=sys.argv[2] == 'full'); "
+        "sys.exit(1 if c.broken or c.files != int(sys.argv[3]) else 0)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    quick_check = [sys.executable, "-c", code, str(prefix), "quick", str(files)]
+    full_check = [sys.executable, "-c", code, str(prefix), "full", str(files)]
+    sha = [
+        "sh",
+        "-c",
+        'find "$1" -type f -print0 | xargs -0 sha256sum > /dev/null',
+        "_",
+        str(prefix),
+    ]
+    run(["du", "-s", str(prefix)])  # warm the dentry and inode caches
+    run(quick_check, env=env)
+    t_du, t_h, t_sha, t_full = [], [], [], []
+    for _ in range(repeat):
+        t_du += timeit(lambda: run(["du", "-s", str(prefix)]), 1)
+        t_h += timeit(lambda: run(quick_check, env=env), 1)
+    for _ in range(max(1, repeat // 2)):
+        t_sha += timeit(lambda: run(sha), 1)
+        t_full += timeit(lambda: run(full_check, env=env), 1)
+    ratio = statistics.median(t_h) / statistics.median(t_du)
+    return [
+        Row(
+            "verify",
+            f"stat check of a {files:,}-file env ({n} packages; sizes, types, modes, extras)",
+            t_h,
+            "du -s",
+            t_du,
+            "<= 1.5x",
+            ratio <= 1.5,
+        ),
+        Row(
+            "verify", "--full (sha256 of every file)", t_full, "find + sha256sum", t_sha, "-", None
+        ),
     ]
 
 
@@ -689,16 +747,231 @@ def bench_startup(quick: bool, work: Path) -> list[Row | Skipped]:
     return run_startup(quick, work, Row, _demo_env)
 
 
+def bench_kernel(quick: bool, work: Path) -> list[Row | Skipped]:
+    """Jupyter kernel start, from the kernelspec to the first execute reply (jupyter_client,
+    as a Jupyter server starts it): `hpcenv kernel` (bash launcher: activation with two
+    activate.d scripts, then exec python) against `python -m ipykernel install --prefix`
+    (python directly, no activation), for the same env (the real CPython, ipykernel from PyPI)."""
+    from tests.hooked import hooked_packages
+    from tests.jupyter import client_env, fetch_ipykernel_wheels, pip_section, start_kernel
+    from tests.realpkgs import RealPackagesUnavailable, build_real_channel, cache_root
+
+    from hpcenv.channel import build_channel
+
+    try:
+        url = build_real_channel(cache_root()).url
+        wheels = fetch_ipykernel_wheels(cache_root())
+    except RealPackagesUnavailable as exc:
+        return [Skipped("kernel", str(exc))]
+    hooks = build_channel(work / "hooks", hooked_packages())
+    home, storage, jd = work / "home", work / "storage", work / "jupyter"
+    for d in (home, storage):
+        d.mkdir()
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "HPCENV_STORAGE": str(storage),
+        "HPCENV_SITE_CONFIG": str(work / "none.toml"),
+        "JUPYTER_DATA_DIR": str(jd),
+    }
+    run(hpcenv_cmd("-q", "setup", "--yes"), env=env)
+    yml = work / "nb.yml"
+    yml.write_text(
+        f"name: nb\nchannels:\n  - {url}\n  - {hooks}\ndependencies:\n  - python\n"
+        "  - gdal-like\n  - late-hook\n" + pip_section(wheels)
+    )
+    run(hpcenv_cmd("-q", "create", "-f", str(yml)), env=env)
+    run(hpcenv_cmd("-q", "kernel", "nb"), env=env)
+    python = home / ".conda" / "envs" / "nb" / "bin" / "python"
+    plain = work / "plain"
+    run([str(python), "-m", "ipykernel", "install", "--prefix", str(plain), "--name", "plain"],
+        env=client_env())  # fmt: skip
+    server = client_env(HOME=str(home))
+
+    def once(data_dir: Path, name: str) -> float:
+        result = start_kernel(data_dir, name, "1", env=server)
+        if result["status"] != "ok":
+            raise RuntimeError(f"kernel {name} did not start: {result}")
+        return result["seconds"]
+
+    once(jd, "hpcenv-nb")  # warm the page cache for both
+    once(plain / "share" / "jupyter", "plain")
+    t_h, t_plain = [], []
+    for _ in range(3 if quick else 15):
+        t_h.append(once(jd, "hpcenv-nb"))
+        t_plain.append(once(plain / "share" / "jupyter", "plain"))
+    ratio = statistics.median(t_h) / statistics.median(t_plain)
+    # the launcher up to its exec (module lines, --env, activation, hooks): what hpcenv adds
+    launcher = (jd / "kernels" / "hpcenv-nb" / "launch.sh").read_text().rstrip("\n")
+    before_exec = work / "before-exec.sh"
+    before_exec.write_text(launcher.rsplit("\n", 1)[0] + "\n")
+    t_launch = timeit(lambda: run(["/bin/bash", str(before_exec)], env=server), 20)
+    note = (
+        f"ratio of the fastest runs {min(t_h) / min(t_plain):.2f}x; the launcher itself, up to "
+        f"its exec: {statistics.median(t_launch) * 1e3:.1f} ms"
+    )
+    return [
+        Row(
+            "kernel",
+            "Jupyter kernel start, spec to first execute reply (activation + 2 activate.d scripts)",
+            t_h,
+            "ipykernel install --prefix",
+            t_plain,
+            "<= 1.1x",
+            ratio <= 1.1,
+            note,
+        )
+    ]
+
+
+def bench_sitecache(quick: bool, work: Path) -> list[Row | Skipped]:
+    """A user's create from a warm site package cache vs from their own warm cache, and the
+    user's disk use after a first env either way. As root: root fills the layer, hpcalice
+    creates (tests/users.py), on an XFS loop filesystem with reflink=1 when xfsprogs is
+    there (else on this machine's filesystem, noted). The two are interleaved run by run."""
+    if os.geteuid() != 0:
+        return [Skipped("sitecache", "needs root (a loop XFS and a second, real user)")]
+    from tests.fs import xfs_reflink
+
+    if shutil.which("mkfs.xfs"):
+        with xfs_reflink(work / "xfs", work / "xfs.img", "3G") as fs:
+            fs.chmod(0o755)
+            return _bench_sitecache(quick, work, fs, "on an XFS loop filesystem (reflink=1)")
+    plain = work / "plain"
+    plain.mkdir(mode=0o755)
+    return _bench_sitecache(quick, work, plain, "no xfsprogs: on this machine's filesystem")
+
+
+def _bench_sitecache(quick: bool, work: Path, fs: Path, where: str) -> list[Row | Skipped]:
+    from tests.users import chown_tree, ensure_users, hpcenv_as, readable_copy
+
+    from hpcenv.channel import PackageRecipe, build_channel
+
+    ensure_users()
+    work.parent.chmod(0o755)  # the bench's temporary directory: hpcalice must pass through
+    work.chmod(0o755)
+    n, files, size = (20, 40, 32 * 1024) if quick else (60, 60, 48 * 1024)
+    repeat = 3 if quick else 7
+    specs = [
+        PackageRecipe(
+            f"big{i:02d}",
+            "1.0",
+            depends=(f"big{i - 1:02d}",) if i else (),
+            files={
+                f"share/big{i:02d}/f{k:03d}": bytes([i, k % 256]) * (size // 2)
+                for k in range(files)
+            },
+        )
+        for i in range(n)
+    ]
+    url = readable_copy(
+        Path(build_channel(work / "chan-build", specs).removeprefix("file://")), work / "chan"
+    ).as_uri()
+    top = f"big{n - 1:02d}"
+    layer = fs / "site" / "pkgs"
+    layer.parent.mkdir(mode=0o755)
+    config = work / "site.toml"
+    config.write_text(f'package_caches = ["{layer}"]\n')
+    config.chmod(0o644)
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("HPCENV_")}
+    base_env["PYTHONPATH"] = str(REPO / "src")
+    run(
+        hpcenv_cmd("-q", "cache", "fill", top, "-c", url),
+        env={**base_env, "HPCENV_SITE_CONFIG": str(config)},
+    )
+
+    homes = work / "homes"
+    homes.mkdir(mode=0o755)
+
+    def user_env(tag: str, site: bool) -> dict[str, str]:
+        home, storage = homes / tag, fs / f"storage-{tag}"
+        for d in (home, storage):
+            d.mkdir(exist_ok=True)
+            chown_tree(d, "hpcalice")
+        return {
+            **base_env, "HOME": str(home), "HPCENV_STORAGE": str(storage),
+            "HPCENV_SITE_CONFIG": str(config if site else work / "none.toml"),
+        }  # fmt: skip
+
+    own, from_site = user_env("own", False), user_env("site", True)
+
+    def create(env: dict[str, str], i: int) -> float:
+        prefix = Path(env["HPCENV_STORAGE"]) / f"env{i}"
+        t0 = time.perf_counter()
+        result = hpcenv_as("hpcalice", "-q", "create", "-p", str(prefix), top, "-c", url, env=env)
+        elapsed = time.perf_counter() - t0
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr.strip())
+        shutil.rmtree(prefix)
+        return elapsed
+
+    def reset(env: dict[str, str]) -> None:  # a user who has never used the layer
+        cache = Path(env["HPCENV_STORAGE"]) / ".cache"
+        shutil.rmtree(cache, ignore_errors=True)
+
+    def free() -> int:
+        subprocess.run(["sync"], check=False)
+        st = os.statvfs(fs)
+        return st.f_bfree * st.f_frsize
+
+    # disk use of a first env, each way (own cache: download + extract + link)
+    before = free()
+    create_keep = Path(own["HPCENV_STORAGE"]) / "first"
+    first = hpcenv_as("hpcalice", "-q", "create", "-p", str(create_keep), top, "-c", url, env=own)
+    if first.returncode != 0:
+        raise RuntimeError(first.stderr.strip())
+    own_bytes = before - free()
+    before = free()
+    site_keep = Path(from_site["HPCENV_STORAGE"]) / "first"
+    out = hpcenv_as(
+        "hpcalice", "create", "-p", str(site_keep), top, "-c", url, "--json", env=from_site
+    )
+    site_bytes = before - free()
+    import json as _json
+
+    method = (
+        _json.loads(out.stdout)["result"]["site"]["method"] if out.returncode == 0 else "failed"
+    )
+    data_mib = n * files * size / 2**20
+    t_own, t_site = [], []
+    for i in range(repeat):
+        t_own.append(create(own, i))
+        reset(from_site)
+        t_site.append(create(from_site, i))
+    ratio = statistics.median(t_site) / statistics.median(t_own)
+    note = (
+        f"{where}; files linked by {method}. The user's disk use after a first env "
+        f"({data_mib:.0f} MiB of package files): {own_bytes / 2**20:.1f} MiB from the own "
+        f"cache (download + unpack + env), {site_bytes / 2**20:.1f} MiB from the layer"
+    )
+    return [
+        Row(
+            "sitecache",
+            f"create as a user, {n} packages x {files} files of {size // 1024} KiB, from a warm "
+            "site layer (own cache empty)",
+            t_site,
+            "create from a warm own cache",
+            t_own,
+            "<= 1.1x",
+            ratio <= 1.1,
+            note,
+        )
+    ]
+
+
 SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
     "create": bench_create,
     "activation": bench_activation,
     "startup": bench_startup,
     "migration": bench_migration,
     "usage": bench_usage,
+    "verify": bench_verify,
     "submit": bench_submit,
     "pack": bench_pack,
     "stage": bench_stage,
     "real": bench_real,
+    "kernel": bench_kernel,
+    "sitecache": bench_sitecache,
 }
 
 

@@ -18,6 +18,7 @@ async def main():
         specs=specs,
         gateway=rattler.Gateway(cache_dir=os.path.join(cache, "repodata")),
         platforms=[str(rattler.Subdir.current()), "noarch"],
+        virtual_packages=rattler.VirtualPackage.detect(),  # __glibc: the real python needs it
     )
     await rattler.install(records, prefix, cache_dir=os.path.join(cache, "pkgs"))
 asyncio.run(main())

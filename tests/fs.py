@@ -144,9 +144,9 @@ def tmpfs(path: Path, size: str = "64m", inodes: int | None = None) -> Iterator[
 
 
 @contextlib.contextmanager
-def xfs_reflink(path: Path, image: Path) -> Iterator[Path]:
+def xfs_reflink(path: Path, image: Path, size: str = "320M") -> Iterator[Path]:
     """A real XFS with reflink=1 on a loop device (root only; xfsprogs): FICLONE works there."""
-    subprocess.run(["truncate", "-s", "320M", str(image)], check=True)
+    subprocess.run(["truncate", "-s", size, str(image)], check=True)
     subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True)
     path.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-o", "loop", str(image), str(path)], check=True)

@@ -382,6 +382,7 @@ def test_a_shared_env_that_is_gone_is_listed_as_missing(lab):
         ("run", "{prefix}", "--", "demo-tool"),
         ("jobscript", "{prefix}", "--", "demo-tool"),
         ("submit", "{prefix}", "--", "demo-tool"),
+        ("kernel", "{prefix}"),  # before the ipykernel check: nothing is written
     ],
     ids=lambda c: c[0],
 )

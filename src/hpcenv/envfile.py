@@ -38,7 +38,7 @@ def read_environment_file(path: Path) -> EnvironmentFile:
     """Parse and check an environment.yml (see the module docstring)."""
     import yaml
 
-    text = _read_text(path, "environment file")
+    text = read_text(path, "environment file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -114,7 +114,7 @@ def is_lockfile(path: Path) -> bool:
     return "version:" in head and ("environments:" in head or "packages:" in head)
 
 
-def _read_text(path: Path, what: str) -> str:
+def read_text(path: Path, what: str) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

@@ -5,6 +5,9 @@ the search for world-writable entries.
   user's umask allows (and no file keeps a setuid/setgid bit). Package archives carry their
   own modes (a file packed 0666 is extracted 0666, whatever the umask); this is the one walk
   that takes it back, after every install, create and update. It only ever removes bits.
+- `make_public(tree)`: what a site package cache holds is readable by everyone and writable
+  by its owner alone (no group/world write, no setuid/setgid): `hpcenv cache fill` runs it
+  on each package before it is renamed into the layer.
 - `own_copy(dir_fd, name, ...)`: give one path its own inode (a reflink where the
   filesystem can, else a copy) with a new mode and group, replacing the path atomically, so
   the inode that the package cache and other envs also link is never changed.
@@ -21,7 +24,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 _LOADED = time.time()  # package dirs older than this process were checked by their extractor
@@ -102,14 +105,30 @@ def _walk_fd(fd: int, path: str) -> Iterator[tuple[int, str, str, os.stat_result
         os.close(fd)
 
 
-def apply_umask(tree: Path, *, umask: int | None = None, keep: int = 0) -> int:
+def apply_umask(
+    tree: Path,
+    *,
+    umask: int | None = None,
+    keep: int = 0,
+    skip: Collection[tuple[int, int]] = (),
+    atime_ns: int | None = None,
+) -> int:
     """chmod every file and directory under `tree` whose mode exceeds what `umask` allows
     (default: this process's), keeping the bits in `keep` (a shared env's group bits); files
-    also lose setuid/setgid. Symlinks are never followed. Returns how many were changed."""
+    also lose setuid/setgid. Symlinks are never followed, and the inodes in `skip` ((st_dev,
+    st_ino): a site cache's files hardlinked into the tree) keep their modes. Returns how
+    many were changed.
+
+    With `atime_ns`, in the same walk, every entry (links included) whose access time is
+    more than ATIME_SLACK_S older gets that access time; its mtime is kept (see
+    `limit_installed`)."""
     mask = (current_umask() if umask is None else umask) & 0o777 & ~keep
     changed = 0
+    older = None if atime_ns is None else atime_ns - int(ATIME_SLACK_S * 1e9)
     for dir_fd, _dir, name, st in walk(tree):
-        if stat.S_ISLNK(st.st_mode):
+        if older is not None and st.st_atime_ns < older:
+            _set_atime(dir_fd, name, atime_ns, st.st_mtime_ns)
+        if stat.S_ISLNK(st.st_mode) or (skip and (st.st_dev, st.st_ino) in skip):
             continue
         mode = stat.S_IMODE(st.st_mode)
         new = mode & ~mask
@@ -125,14 +144,26 @@ def apply_umask(tree: Path, *, umask: int | None = None, keep: int = 0) -> int:
     return changed
 
 
-def limit_installed(prefix: Path, cache_dir: Path, packages: Iterable) -> int:
+def limit_installed(
+    prefix: Path, cache_dir: Path, packages: Iterable, protect: Iterable[Path] = ()
+) -> int:
     """After an install: the package cache dirs of `packages` (engine.PackageInfo) that this
     process extracted, then the whole env, carry no more permission than the umask allows. A
     shared env keeps the group bits its share gave it; the cache never does.
 
     Package dirs extracted before this process started were checked by the process that
     extracted them, and are skipped (a walk costs ~10 us per file). Their files linked into
-    the env are the same inodes as the env's, which the env's walk checks in any case."""
+    the env are the same inodes as the env's, which the env's walk checks in any case.
+
+    The same walk of the env gives every entry the install's access time (its mtime kept:
+    a .pyc is valid only for its source's mtime). Extracted files keep the archive's times,
+    so without it an env made today looks years old to a scratch purge that deletes what
+    was not accessed for N days. A hardlinked file is the package cache's inode: the cache
+    entry (and every other env linking it) gets the same access time and a new ctime.
+
+    `protect`: site cache entries the env linked from. Their files hardlinked into the env
+    (only root or the cache's owner can hardlink them) are the site's, never chmodded here:
+    a strict umask of root's would otherwise take every user's read access away."""
     from hpcenv.pkgcache import package_cache_dir
     from hpcenv.trust import read_share_info
 
@@ -150,7 +181,45 @@ def limit_installed(prefix: Path, cache_dir: Path, packages: Iterable) -> int:
     keep = 0
     if share is not None:
         keep = 0o070 if share.group_writable else 0o050
-    return changed + apply_umask(prefix, keep=keep)
+    skip: set[tuple[int, int]] = set()
+    for entry in protect:
+        skip.update((st.st_dev, st.st_ino) for *_, st in walk(Path(entry)))
+    return changed + apply_umask(prefix, keep=keep, skip=skip, atime_ns=time.time_ns())
+
+
+# Entries accessed this recently are left as they are: a fresh extraction already has the
+# install's access time, and purges count in days. A utime costs as much as the walk's lstat.
+ATIME_SLACK_S = 3600.0
+
+
+def _set_atime(dir_fd: int, name: str, atime_ns: int, mtime_ns: int) -> None:
+    """Set one entry's access time, keeping its mtime; never follows a symlink. A file we may
+    not touch (another user's inode, a read-only cache layer) keeps its time."""
+    try:
+        os.utime(name, ns=(atime_ns, mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        pass
+
+
+def make_public(tree: Path) -> int:
+    """Everything under `tree` readable (and directories searchable) by everyone, writable by
+    no group or other user, and without setuid/setgid bits; an executable file stays
+    executable for everyone. Symlinks are never followed. Returns how many were changed."""
+    changed = 0
+    for dir_fd, _dir, name, st in walk(tree):
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISDIR(st.st_mode):
+            new = (mode | 0o555) & ~0o022 & ~_FILE_ONLY_BITS
+        elif stat.S_ISREG(st.st_mode):
+            new = (mode | 0o444 | (0o111 if mode & 0o100 else 0)) & ~0o022 & ~_FILE_ONLY_BITS
+        else:
+            continue
+        if new != mode:
+            try:
+                changed += chmod_nofollow(dir_fd, name, new)
+            except FileNotFoundError:
+                continue
+    return changed
 
 
 def world_writable(trees: Iterable[Path], *, mine_only: bool = True) -> Iterator[Path]:

@@ -1,6 +1,7 @@
 """The package cache on disk (`STORAGE/.cache/rattler/pkgs`), outside rattler: whether an
-extracted package is whole, setting damaged ones aside, and rattler's cache lock on
-filesystems without flock. Pure os calls: no rattler here.
+extracted package is whole (and, for a site layer's entry, changeable by no one untrusted),
+setting damaged ones aside, rattler's per-entry metadata (`<entry>.lock`), and rattler's cache
+lock on filesystems without flock. Pure os calls: no rattler here.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import errno
 import json
 import os
 import stat
+import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,17 +27,28 @@ def package_cache_dir(cache_dir: Path) -> Path:
     return Path(cache_dir) / "pkgs"
 
 
+def entry_name(package: PackageInfo) -> str:
+    return package.file_name.removesuffix(".tar.bz2").removesuffix(".conda")
+
+
 def cache_entry(cache_dir: Path, package: PackageInfo) -> Path:
-    stem = package.file_name.removesuffix(".tar.bz2").removesuffix(".conda")
-    return package_cache_dir(cache_dir) / stem
+    return package_cache_dir(cache_dir) / entry_name(package)
 
 
-def check_cache_entry(entry: Path) -> str | None:
+def has_cached(cache_dir: Path, package: PackageInfo) -> bool:
+    return os.path.isdir(cache_entry(cache_dir, package))
+
+
+def check_cache_entry(entry: Path, owners: Collection[int] | None = None) -> str | None:
     """Why an extracted package in the cache is damaged (a file of its info/paths.json is
     missing, of another size, or of another type), or None when it is whole.
 
     rattler's own validation either checks only that files exist (`ValidationMode.fast`) or
-    hashes every byte (`full`): the sizes catch a truncated file at the cost of one stat."""
+    hashes every byte (`full`): the sizes catch a truncated file at the cost of one stat.
+
+    With `owners` (a site layer's entry), every one of those files, their directories and
+    the package's info/ must also belong to one of `owners` and be writable by no group or
+    other user: anything else could be changed by someone the site did not trust."""
     try:
         data = json.loads((entry / "info" / "paths.json").read_text(encoding="utf-8"))
         paths = data["paths"]
@@ -44,6 +57,7 @@ def check_cache_entry(entry: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"info/paths.json is not readable ({exc.__class__.__name__})"
     root = os.fspath(entry) + "/"
+    others = {".", "info", "info/paths.json", "info/index.json"}  # checked with owners
     for item in paths if isinstance(paths, list) else []:
         if not isinstance(item, dict) or not isinstance(item.get("_path"), str):
             return "info/paths.json has an entry without a path"
@@ -52,17 +66,49 @@ def check_cache_entry(entry: Path) -> str | None:
             st = os.lstat(root + rel)
         except OSError:
             return f"{rel} is missing"
-        kind = item.get("path_type", "hardlink")
-        if kind == "softlink":
-            if not stat.S_ISLNK(st.st_mode) and not stat.S_ISREG(st.st_mode):
-                return f"{rel} is not a link"
-        elif kind == "directory":
-            if not stat.S_ISDIR(st.st_mode):
-                return f"{rel} is not a directory"
-        elif not stat.S_ISREG(st.st_mode):
-            return f"{rel} is not a file"
-        elif isinstance(item.get("size_in_bytes"), int) and st.st_size != item["size_in_bytes"]:
-            return f"{rel} has {st.st_size} bytes, not {item['size_in_bytes']}"
+        why = _damaged(rel, st, item)
+        if why is None and owners is not None:
+            why = _foreign(rel, st, owners)
+            parent = os.path.dirname(rel)
+            while parent and parent not in others:  # each directory on the way, once
+                others.add(parent)
+                parent = os.path.dirname(parent)
+        if why:
+            return why
+    for rel in sorted(others) if owners is not None else ():
+        try:
+            st = os.lstat(root + rel)
+        except OSError:
+            return f"{rel} is missing"
+        why = _foreign(rel, st, owners)  # type: ignore[arg-type]
+        if why:
+            return why
+    return None
+
+
+def _damaged(rel: str, st: os.stat_result, item: dict) -> str | None:
+    kind = item.get("path_type", "hardlink")
+    if kind == "softlink":
+        if not stat.S_ISLNK(st.st_mode) and not stat.S_ISREG(st.st_mode):
+            return f"{rel} is not a link"
+    elif kind == "directory":
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{rel} is not a directory"
+    elif not stat.S_ISREG(st.st_mode):
+        return f"{rel} is not a file"
+    elif isinstance(item.get("size_in_bytes"), int) and st.st_size != item["size_in_bytes"]:
+        return f"{rel} has {st.st_size} bytes, not {item['size_in_bytes']}"
+    return None
+
+
+def _foreign(rel: str, st: os.stat_result, owners: Collection[int]) -> str | None:
+    """Why a layer's path could be changed by someone other than its trusted owners."""
+    if stat.S_ISLNK(st.st_mode):
+        return None  # a link's mode and owner change nothing: it is re-created, not read
+    if st.st_uid not in owners:
+        return f"{rel} belongs to uid {st.st_uid}, not to the site cache's owner"
+    if st.st_mode & 0o022:
+        return f"{rel} is writable by group or others"
     return None
 
 
@@ -77,18 +123,55 @@ def set_aside_damaged(cache_dir: Path, packages: Sequence[PackageInfo]) -> list[
         why = check_cache_entry(entry)
         if why is None:
             continue
-        trash = Path(cache_dir) / CACHE_TRASH
-        trash.mkdir(mode=0o700, exist_ok=True)
-        target = trash / f"{entry.name}-damaged-{os.getpid()}-{time.time_ns()}"
-        os.rename(entry, target)
-        try:
-            os.unlink(entry.with_name(entry.name + ".lock"))
-        except FileNotFoundError:
-            pass
+        set_aside(cache_dir, package)
         warnings.append(
             f"the cached package {entry.name} was damaged ({why}); it was extracted again"
         )
     return warnings
+
+
+def set_aside(cache_dir: Path, package: PackageInfo) -> bool:
+    """Move the cache entry of `package` into the cache's trash, whatever its state, so the
+    next install extracts it again (other envs keep the files they link). False when there
+    was none."""
+    entry = cache_entry(cache_dir, package)
+    if not entry.is_dir():
+        return False
+    trash = Path(cache_dir) / CACHE_TRASH
+    trash.mkdir(mode=0o700, exist_ok=True)
+    os.rename(entry, trash / f"{entry.name}-damaged-{os.getpid()}-{time.time_ns()}")
+    try:
+        os.unlink(entry.with_name(entry.name + ".lock"))
+    except FileNotFoundError:
+        pass
+    return True
+
+
+_LOCK = struct.Struct(">Q")  # rattler's cache metadata: a big-endian u64 revision, a sha256
+
+
+def cached_sha256(entry: Path) -> str | None:
+    """The sha256 rattler recorded for a cache entry (in `<entry>.lock`), if any."""
+    try:
+        with open(f"{entry}.lock", "rb") as f:
+            data = f.read(_LOCK.size + 32)
+    except OSError:
+        return None
+    return data[_LOCK.size :].hex() if len(data) == _LOCK.size + 32 else None
+
+
+def write_cache_metadata(entry: Path, sha256: str | None, mode: int = 0o644) -> None:
+    """Write `<entry>.lock` as rattler does for an entry it extracted (atomically)."""
+    data = _LOCK.pack(1) + (bytes.fromhex(sha256) if sha256 else b"")
+    path = Path(f"{entry}.lock")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 _NO_FLOCK = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)

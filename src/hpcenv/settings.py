@@ -44,7 +44,8 @@ DEFAULT_GPU_PACKAGES: tuple[str, ...] = (
 )
 
 
-# key -> (type, default). Types: str, bool, int, float, "path", "size", ("list", str), ("map", str)
+# key -> (type, default). Types: str, bool, int, float, "path", "size", ("list", str),
+# ("list", "path") (absolute paths), ("map", str)
 SCHEMA: dict[str, tuple[Any, Any]] = {
     "storage": ("path", None),
     "storage_var": (str, "global_storage"),
@@ -57,6 +58,8 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     "lock_timeout": (float, 60.0),
     "home_quota": ("size", None),
     "shared_root": ("path", None),
+    "package_caches": (("list", "path"), ()),
+    "package_cache_owner": (str, None),
     "scheduler.partition": (str, None),
     "scheduler.gpu_partition": (str, None),
     "scheduler.gres": (str, "--gres=gpu:{n}"),
@@ -65,6 +68,7 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     "scheduler.stage_dir": (str, None),
     "gpu.cuda_version": (str, None),
     "gpu.packages": (("list", str), DEFAULT_GPU_PACKAGES),
+    "purged_paths": ("purged", ()),
 }
 
 
@@ -85,6 +89,8 @@ class Settings(
             "lock_timeout",  # float: seconds
             "home_quota",  # int | None: bytes
             "shared_root",  # Path | None: the site's registry of shared envs
+            "package_caches",  # tuple[Path, ...]: site package caches, read-only (sitecache)
+            "package_cache_owner",  # str | None: the account (besides root) that fills them
             "partition",  # str | None: scheduler.partition
             "gpu_partition",  # str | None
             "gres",  # str: "--gres=gpu:{n}"
@@ -93,6 +99,7 @@ class Settings(
             "stage_dir",  # str | None: node-local disk for --stage; may name variables
             "gpu_cuda_version",  # str | None: the GPU nodes' driver CUDA version
             "gpu_packages",  # tuple[str, ...]: packages with CPU and CUDA builds
+            "purged_paths",  # tuple[purge.PurgedPath, ...]: where the site purges old files
             "site_config",  # Path: the site config file read (it may not exist)
         ],
     )
@@ -185,6 +192,10 @@ def _convert(key: str, value: Any, where: str) -> Any:
 
     if _has_nul(value):
         raise bad("text without NUL characters")
+    if kind == "purged":
+        from hpcenv.purge import parse_purged_paths
+
+        return parse_purged_paths(value, bad)
     if kind == "path":
         if not isinstance(value, str) or not value:
             raise bad("a path string")
@@ -214,6 +225,13 @@ def _convert(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise bad("a string")
         return value
+    if kind == ("list", "path"):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of absolute paths")
+        paths = [os.path.expandvars(os.path.expanduser(v)) for v in value]
+        if not all(os.path.isabs(v) for v in paths):
+            raise bad("a list of absolute paths")
+        return tuple(Path(os.path.normpath(v)) for v in paths)
     if isinstance(kind, tuple) and kind[0] == "list":
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise bad("a list of strings")
@@ -275,7 +293,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
                 value = float(raw)
             except ValueError:
                 raise ConfigError(f"{where} must be a number, not {raw!r}") from None
-        elif isinstance(kind, tuple) and kind[0] == "list":
+        elif (isinstance(kind, tuple) and kind[0] == "list") or kind == "purged":
             value = [part.strip() for part in raw.split(",") if part.strip()]
         elif isinstance(kind, tuple) and kind[0] == "map":
             pairs = [part.split("=", 1) for part in raw.split(",") if part.strip()]

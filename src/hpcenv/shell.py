@@ -7,11 +7,13 @@ tcsh:           single quotes; ! and newlines are rejected (csh history and line
 
 from __future__ import annotations
 
+import re
 import shlex
 
 from hpcenv.errors import UsageError
 
 SHELLS = ("bash", "zsh", "fish", "tcsh", "sh")
+_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def check_shell(shell: str) -> str:
@@ -36,3 +38,15 @@ def quote(shell: str, value: str) -> str:
             )
         return "'" + value.replace("'", "'\\''") + "'"
     return shlex.quote(value)
+
+
+def var(name: str) -> str:
+    """An environment variable's name, checked (UsageError if it is not one)."""
+    if not _VAR.match(name):
+        raise UsageError(f"invalid environment variable name {name!r}")
+    return name
+
+
+def command(words: list[str]) -> str:
+    """A POSIX command line, every word quoted."""
+    return " ".join(shlex.quote(w) for w in words)

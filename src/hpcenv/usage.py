@@ -8,7 +8,8 @@ linked from the package cache into two envs is unique to none of them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hpcenv.quota import Quota, home_quota
@@ -28,6 +29,7 @@ class UsageRow:
     disk_bytes: int
     files: int
     last_used: float | None
+    site_bytes: int = 0  # an env's files that are a site package cache's (sitelink.site_share)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class UsageReport:
     home_quota: Quota | None
     storage_free_bytes: int | None
     warnings: tuple[str, ...] = ()
+    site_extents_counted: bool = True  # False: reflinked files could not be told apart
 
 
 def _row(kind: str, name: str, path: Path, u: TreeUsage) -> UsageRow:
@@ -55,8 +58,14 @@ def _row(kind: str, name: str, path: Path, u: TreeUsage) -> UsageRow:
     )
 
 
-def usage_report(layout: Layout, home_quota_setting: int | None = None) -> UsageReport:
-    """Measure home, storage, each cache and each known env (hardlinks counted once)."""
+def usage_report(
+    layout: Layout, home_quota_setting: int | None = None, layers: Sequence[Path] = ()
+) -> UsageReport:
+    """Measure home, storage, each cache and each known env (hardlinks counted once).
+
+    An env's files that came from a site package cache (`layers`) and still share its
+    storage (hardlinks, reflinks) are the site's: counted in `site_bytes`, not in the env's
+    `unique_bytes` (a hardlinked one never was: its other link is in the layer)."""
     # home and storage are disjoint trees (storage is never in home; home's links to storage
     # are not followed); caches and envs lie inside storage, so they get their own pass where
     # an inode shared between the package cache and envs is unique to none of them.
@@ -70,9 +79,18 @@ def usage_report(layout: Layout, home_quota_setting: int | None = None) -> Usage
     for name, path in caches.items():
         cache_rows.append(_row("cache", name, path, inner[Path(os.path.realpath(path))]))
     env_rows = []
+    counted = True
     for prefix, name in prefixes.items():
         u = inner[Path(os.path.realpath(prefix))]
-        env_rows.append(_row("env", name or str(prefix), prefix, u))
+        row = _row("env", name or str(prefix), prefix, u)
+        if layers:
+            from hpcenv.sitelink import site_share
+
+            share = site_share(prefix, layers)
+            counted = counted and share.extents_counted
+            unique = max(0, row.unique_bytes - share.reflinked_bytes)
+            row = replace(row, site_bytes=share.bytes, unique_bytes=unique)
+        env_rows.append(row)
         if is_env(prefix) is False:
             warnings.append(f"environment {name or prefix} is registered but {prefix} is missing")
     home = _row("home", "home", layout.home, outer[layout.home])
@@ -89,4 +107,5 @@ def usage_report(layout: Layout, home_quota_setting: int | None = None) -> Usage
         home_quota=quota,
         storage_free_bytes=free,
         warnings=tuple(warnings),
+        site_extents_counted=counted,
     )

@@ -196,9 +196,9 @@ def _pip_command() -> list[str] | None:
 
 
 def _uv_command() -> list[str] | None:
-    from hpcenv.envs import find_uv
+    from hpcenv.pipstep.uv import uv_path
 
-    exe = find_uv()
+    exe = uv_path()
     return [exe, "cache", "clean"] if exe else None
 
 

@@ -141,6 +141,10 @@ def plan_clean(layout: Layout) -> CleanPlan:
         )
     candidates: list[Path] = []
     for cache in (layout.pkgs_dir, layout.conda_pkgs):
+        if os.path.isdir(cache) and not os.access(cache, os.W_OK | os.X_OK):
+            # a site's read-only package cache, or someone else's: never touched
+            warnings.append(f"{cache} is not writable by you; clean leaves it as it is")
+            continue
         try:
             entries = sorted(os.scandir(cache), key=lambda e: e.name)
         except OSError:

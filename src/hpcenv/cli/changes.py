@@ -11,6 +11,7 @@ from hpcenv.cli.context import Context, emit_json, warn
 if TYPE_CHECKING:
     from hpcenv.envs import ChangeReport, Recovered
     from hpcenv.gpu import GpuReport
+    from hpcenv.sitelink import SiteUse
 
 
 def say_recovered(ctx: Context, recovered: list[Recovered] | tuple[Recovered, ...]) -> None:
@@ -66,30 +67,59 @@ def emit(ctx: Context, report: ChangeReport, json_out: bool) -> None:
         print_changes(report, sys.stdout)
     if report.gpu is not None and (report.gpu.cuda_builds or report.gpu.cpu_builds):
         print(gpu_line(report.gpu))
+    if report.site is not None:
+        print(site_line(report.site))
     if report.relaxed:
         print(f"note: {report.relaxed}")
     if report.dry_run:
         if report.command != "create":
             print(_summary(report))
-        print(f"download: {human_bytes(report.download_bytes)}; nothing was changed")
+        if report.command == "install" and report.pip:
+            print("nothing was changed")
+        else:
+            print(f"download: {human_bytes(report.download_bytes)}; nothing was changed")
     elif report.command == "create":
         if report.resumed:
             print(f"created {where} at {report.prefix} (finished an interrupted create)")
             return
+        pypi = f" and {len(report.pypi)} from PyPI" if report.pypi else ""
         print(
-            f"created {where} at {report.prefix}: {len(report.packages)} packages"
+            f"created {where} at {report.prefix}: {len(report.packages)} packages{pypi}"
             f" in {report.seconds:.2f} s"
         )
         print(f'activate: eval "$(hpcenv activate {where})"')
     elif report.removed == ("(environment)",):
         print(f"removed environment {where}")
+        for kernel in report.kernels_removed:
+            print(f"removed its Jupyter kernel {kernel}")
     else:
         print(_summary(report))
 
 
 def _summary(report: ChangeReport) -> str:
+    if report.pypi or (report.pip and not report.changes):
+        added = ", ".join(f"+{p}" for p in report.pypi) or "nothing to change"
+        return f"{report.command}: {report.name or report.prefix}: PyPI {added}"
     changed = ", ".join(c.describe() for c in report.changes)
     return f"{report.command}: {report.name or report.prefix}: {changed or 'nothing to change'}"
+
+
+def site_line(site: SiteUse) -> str:
+    """How packages came from the site's package caches, and what that saved."""
+    from hpcenv.report import human_bytes
+
+    how = {
+        "reflink": "reflinked (shared extents: no new blocks)",
+        "hardlink": "hardlinked (no new blocks)",
+        "copy": "copied (this filesystem cannot share them with you)",
+    }.get(site.method, f"linked ({', '.join(f'{k}: {v}' for k, v in site.methods.items())})")
+    saved = f"{human_bytes(site.not_downloaded_bytes)} not downloaded"
+    if site.not_duplicated_bytes:
+        saved += f", {human_bytes(site.not_duplicated_bytes)} not duplicated"
+    return (
+        f"site package cache: {site.packages} package(s) from {', '.join(site.layers)}, "
+        f"{how}; {saved}"
+    )
 
 
 def gpu_line(gpu_report: GpuReport) -> str:

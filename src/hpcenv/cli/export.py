@@ -6,7 +6,7 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
-from hpcenv.cli.context import Context
+from hpcenv.cli.context import Context, warn
 from hpcenv.cli.envarg import pick_env, require_env
 
 
@@ -21,8 +21,11 @@ def export(ctx: Context, args: Namespace) -> None:
     output = Path(args.output) if args.output else None
     if args.lock:
         out = output or Path(f"{Path(env).name}.lock")
-        export_lock(layout, settings, env, out)
-        ctx.info(f"wrote {out}")
+        result = export_lock(layout, settings, env, out)
+        for what in result.left_out:
+            warn(f"not in the lock: PyPI package {what}")
+        pypi = f" and {result.pypi} PyPI packages" if result.pypi else ""
+        ctx.info(f"wrote {out}: {result.conda} conda packages{pypi}")
         return
     text = export_yaml(layout, settings, env)
     if output:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from argparse import Namespace
+from pathlib import Path
 
 from hpcenv.cli.changes import emit, print_changes, say_recovered
 from hpcenv.cli.context import Context
@@ -14,9 +15,37 @@ from hpcenv.errors import UsageError
 def install(ctx: Context, args: Namespace) -> int:
     env, specs = pick_env(ctx, args.args, args.name, args.prefix)
     env = require_env(env, "install")
-    return _update(
+    if args.pip or args.requirement:
+        return _pip_install(ctx, args, env, specs)
+    code = _update(
         ctx, args, env, add=specs, channels=args.channel or (), cuda=args.cuda, gpu=args.gpu
     )
+    if not specs and code == 0:  # also finish an interrupted PyPI install
+        from hpcenv import pipstep
+
+        layout, settings = ctx.layout(), ctx.settings()
+        report = pipstep.finish_interrupted(layout, settings, env, on_wait=ctx.waiting)
+        if report is not None:
+            emit(ctx, report, args.json_out)
+    return code
+
+
+def _pip_install(ctx: Context, args: Namespace, env: str, requirements: list[str]) -> int:
+    """`install ENV --pip REQ... [-r FILE]`: PyPI packages, through uv, never over conda's."""
+    from hpcenv import pipstep
+
+    if args.channel or args.gpu or args.cuda:
+        raise UsageError(
+            "-c, --gpu and --cuda are for conda packages, not with --pip",
+            hint="install the conda packages first, then the PyPI ones with --pip",
+        )
+    files = [Path(f) for f in args.requirement or ()]
+    report = pipstep.install_into(
+        ctx.layout(), ctx.settings(), env, requirements, files=files, dry_run=args.dry_run,
+        on_wait=ctx.waiting,
+    )  # fmt: skip
+    emit(ctx, report, args.json_out)
+    return 0
 
 
 def remove(ctx: Context, args: Namespace) -> int:

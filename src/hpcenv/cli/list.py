@@ -74,13 +74,19 @@ def _show_info(ctx: Context, env: str, json_out: bool, packages_only: bool = Fal
             print(f"cuda:     {result.cuda}")
         if result.pip:
             print(f"pip:      {' '.join(result.pip)}")
-        if result.pending:
+        if result.pending or result.pypi_pending:
             print(f"WARNING: an install was interrupted; repair it with `hpcenv install {env}`")
     print_table(
         None,
         ["package", "version", "build", "channel"],
         [(p.name, p.version, p.build, p.channel) for p in result.packages],
     )
+    if result.pypi:
+        print_table(
+            None,
+            ["PyPI package", "version", "from"],
+            [(p.name, p.version, p.source) for p in result.pypi],
+        )
     if result.gpu is not None and (result.gpu.cuda_builds or result.gpu.cpu_builds):
         print(gpu_line(result.gpu))
 

@@ -1,6 +1,7 @@
-"""Arguments as the command table writes them, and the option groups several commands share
-(each written once here): the global options, the env selection, --json, --dry-run, --yes, the
-job options of jobscript and submit. Plain classes: imported by every invocation."""
+"""Commands and arguments as the command table writes them, and the option groups several
+commands share (each written once here): the global options, the env selection, --json,
+--dry-run, --yes, the job options of jobscript and submit. Plain classes: imported by every
+invocation."""
 
 from __future__ import annotations
 
@@ -21,6 +22,34 @@ class Arg:
     def but(self, **options: object) -> Arg:
         """The same argument with some keywords changed (a command-specific help text)."""
         return Arg(*self.flags, **{**self.options, **options})
+
+
+class Command:
+    """One command: `handler` is "module:function" under hpcenv.cli; `help` its first line,
+    `description` the rest of its --help (with an example); `args` its arguments, in order.
+    `tail` commands take `-- CMD...`: what follows the first `--` is the command to run, and
+    `run` stops reading options at its first positional (argparse.REMAINDER)."""
+
+    __slots__ = ("name", "handler", "help", "description", "args", "hidden", "tail")
+
+    def __init__(
+        self,
+        name: str,
+        handler: str,
+        help: str,
+        description: str,
+        args: tuple[Arg, ...] = (),
+        *,
+        hidden: bool = False,
+        tail: bool = False,
+    ) -> None:
+        self.name = name
+        self.handler = handler
+        self.help = help
+        self.description = description
+        self.args = args
+        self.hidden = hidden
+        self.tail = tail
 
 
 GLOBAL = (

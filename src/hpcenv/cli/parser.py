@@ -19,7 +19,23 @@ from hpcenv.cli.table import BY_NAME, COMMANDS, DESCRIPTION, PROG, Command
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with its usage errors raised as hpcenv's one-line UsageError (exit 2)."""
+    """argparse, with its usage errors raised as hpcenv's one-line UsageError (exit 2).
+
+    A command's own parser reads options and positionals intermixed (`install ENV --pip -r
+    FILE six`), as the shells' users expect; not `run`, whose command is the rest (REMAINDER,
+    which argparse cannot intermix)."""
+
+    intermixed = False
+    _mixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self.intermixed and not self._mixing:
+            self._mixing = True  # parse_known_intermixed_args calls back here
+            try:
+                return self.parse_known_intermixed_args(args, namespace)
+            finally:
+                self._mixing = False
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str):  # type: ignore[override]
         from hpcenv.errors import UsageError
@@ -64,6 +80,7 @@ def _command_parser(subparsers, command: Command) -> None:
         formatter_class=_Formatter,
         **listed,
     )
+    sub.intermixed = command.name != "run"
     sub.set_defaults(table_entry=command)  # not `command`: the dest of the job commands' CMD
     for arg in command.args:
         _add(sub, arg)

@@ -20,47 +20,16 @@ from hpcenv.cli.options import (
     CHANNEL,
     CUDA,
     DRY_RUN,
-    ENV,
     ENV_SELECT,
     GPU,
-    JOB,
-    JOB_COMMAND,
     JSON,
-    LONG_PREFIX,
     NAME,
     PREFIX,
     YES,
     Arg,
+    Command,
 )
-
-
-class Command:
-    """One command: `handler` is "module:function" under hpcenv.cli; `help` its first line,
-    `description` the rest of its --help (with an example); `args` its arguments, in order.
-    `tail` commands take `-- CMD...`: what follows the first `--` is the command to run, and
-    `run` stops reading options at its first positional (argparse.REMAINDER)."""
-
-    __slots__ = ("name", "handler", "help", "description", "args", "hidden", "tail")
-
-    def __init__(
-        self,
-        name: str,
-        handler: str,
-        help: str,
-        description: str,
-        args: tuple[Arg, ...] = (),
-        *,
-        hidden: bool = False,
-        tail: bool = False,
-    ) -> None:
-        self.name = name
-        self.handler = handler
-        self.help = help
-        self.description = description
-        self.args = args
-        self.hidden = hidden
-        self.tail = tail
-
+from hpcenv.cli.table_tools import TOOLS
 
 PROG = "hpcenv"
 DESCRIPTION = (
@@ -140,12 +109,28 @@ COMMANDS: tuple[Command, ...] = (
         "and then only after you agree (--yes where there is no terminal). With no ENV (and no\n"
         "-n/-p), the active environment ($CONDA_PREFIX). With no specs, it repairs an\n"
         "interrupted install.\n\n"
+        "With --pip (or -r FILE) the arguments are PyPI requirements, installed by uv and\n"
+        "recorded (export and export --lock keep them); one that would overwrite a conda\n"
+        "package's file is refused before anything changes.\n\n"
         'Example:  hpcenv install myenv scipy "numpy<2"\n'
-        "          hpcenv install -n myenv -c conda-forge scipy",
+        "          hpcenv install -n myenv -c conda-forge scipy\n"
+        "          hpcenv install myenv --pip six==1.16.0 -r requirements.txt",
         (
             Arg("args", nargs="*", metavar="ARG", help="[ENV] then package specs to add."),
             NAME,
             PREFIX,
+            Arg(
+                "--pip",
+                action="store_true",
+                help="The arguments after ENV are PyPI requirements (installed by uv).",
+            ),
+            Arg(
+                "-r",
+                "--requirement",
+                action="append",
+                metavar="FILE",
+                help="PyPI requirements file (repeatable; implies --pip).",
+            ),
             CHANNEL.but(help="Also use this channel (added to the env's; repeatable)."),
             GPU,
             CUDA,
@@ -203,6 +188,41 @@ COMMANDS: tuple[Command, ...] = (
         ),
     ),
     Command(
+        "verify",
+        "verify:verify",
+        "Check that every file of every package is still there, unchanged.",
+        "Missing, changed (size, type, permissions; content with --full) and extra files are\n"
+        "listed per package. Exit status 1 when a package is broken (`hpcenv repair` fixes it).\n\n"
+        "Example:  hpcenv verify myenv\n"
+        "          hpcenv verify --all --json\n"
+        '          hpcenv verify -p "$global_storage/envs/proj" --full',
+        (
+            Arg("args", nargs="*", metavar="ENV", help="Environment name or path."),
+            NAME,
+            PREFIX,
+            Arg("--all", dest="all_envs", action="store_true", help="Every environment found."),
+            Arg("--full", action="store_true", help="Also compare each file's sha256."),
+            JSON,
+        ),
+    ),
+    Command(
+        "repair",
+        "verify:repair",
+        "Install again exactly the packages that lost files (same builds), journaled.",
+        "From the package cache (a damaged cached copy is extracted again, a lost one downloaded\n"
+        "again); PyPI packages through uv at their installed version. Re-running it finishes an\n"
+        "interrupted repair.\n\n"
+        "Example:  hpcenv repair myenv --dry-run\n          hpcenv repair myenv",
+        (
+            Arg("args", nargs="*", metavar="ENV", help="Environment name or path."),
+            NAME,
+            PREFIX,
+            DRY_RUN.but(help="Show what would be done; do nothing."),
+            Arg("--full", action="store_true", help="Check file contents too (sha256)."),
+            JSON,
+        ),
+    ),
+    Command(
         "activate",
         "activate:activate",
         "Print code that activates an environment in this shell; nothing else is touched.",
@@ -237,137 +257,8 @@ COMMANDS: tuple[Command, ...] = (
         ),
         tail=True,
     ),
-    Command(
-        "jobscript",
-        "jobscript:jobscript",
-        "Print a complete sbatch script that activates the env and runs the command.",
-        "Every word after -- is quoted; use --wrap 'CMD \"$SLURM_ARRAY_TASK_ID\"' for job\n"
-        "variables.\n\n"
-        "Example:  hpcenv jobscript myenv --time 02:00:00 --gpus 1 -- python train.py > job.sh",
-        (ENV, JOB_COMMAND, NAME, LONG_PREFIX, *JOB),
-        tail=True,
-    ),
-    Command(
-        "submit",
-        "jobscript:submit",
-        "Submit the job script to SLURM (piped to sbatch, no temp files); print the job id.",
-        "Example:  hpcenv submit myenv --time 00:30:00 --wait -- python train.py\n"
-        "          hpcenv submit myenv --array 0-9 --wrap 'python run.py \"$SLURM_ARRAY_TASK_ID\"'",
-        (
-            ENV,
-            JOB_COMMAND,
-            NAME,
-            LONG_PREFIX,
-            *JOB,
-            Arg("--wait", action="store_true", help="Wait for the job; exit with its exit code."),
-            JSON,
-        ),
-        tail=True,
-    ),
-    Command(
-        "pack",
-        "pack:pack",
-        "Pack the env with conda-pack (cached in storage, reused while the env is unchanged).",
-        "Example:  hpcenv pack myenv -o myenv.tar.gz",
-        (
-            *ENV_SELECT,
-            Arg("-o", "--output", metavar="FILE", help="Also write the archive here."),
-            JSON,
-        ),
-    ),
-    Command(
-        "stage",
-        "pack:stage",
-        "Copy the env onto node-local disk and print the staged prefix.",
-        "Inside an allocation: once per node. Activate it with\n"
-        "`source PREFIX/etc/hpcenv/activate.sh`.\n\n"
-        "Example:  PREFIX=$(hpcenv stage myenv)",
-        (
-            *ENV_SELECT,
-            Arg(
-                "--to",
-                metavar="DIR",
-                help="Where (default: the site's stage_dir, else $TMPDIR or /tmp).",
-            ),
-        ),
-    ),
-    Command(
-        "usage",
-        "usage:usage",
-        "Show what uses space and files: home (against its quota), storage, caches, envs.",
-        'Sizes count each hardlinked file once; "unique" is what deleting that item would free.\n\n'
-        "Example:  hpcenv usage\n"
-        "          hpcenv usage --json | jq '.result.envs[] | {name, unique_bytes}'",
-        (JSON,),
-    ),
-    Command(
-        "clean",
-        "clean:clean",
-        "Remove what no environment needs: archives, unused packages, pip/uv caches, leftovers.",
-        "A package an environment links is never removed (decided from every env's conda-meta\n"
-        "and confirmed by link counts). Safe to interrupt: the next run finishes the job.\n\n"
-        "Example:  hpcenv clean --dry-run\n          hpcenv clean --yes",
-        (
-            DRY_RUN.but(help="Show what would go; remove nothing."),
-            YES.but(help="Do not ask for confirmation."),
-            JSON,
-        ),
-    ),
-    Command(
-        "modulefile",
-        "modulefile:modulefile",
-        "Print (or write with --to) an Lmod modulefile: `module use DIR; module load NAME`.",
-        "Example:  hpcenv modulefile myenv --to ~/modules && module use ~/modules && "
-        "module load myenv\n"
-        "          hpcenv modulefile --self --to /apps/modules/hpcenv     # for admins",
-        (
-            ENV.but(help="Environment name or path (omit with --self)."),
-            NAME,
-            PREFIX,
-            Arg("--to", metavar="DIR", help="Write DIR/NAME.lua instead of printing it."),
-            Arg(
-                "--self",
-                dest="self_",
-                action="store_true",
-                help="A modulefile for hpcenv itself (admins).",
-            ),
-        ),
-    ),
-    Command(
-        "share",
-        "share:share",
-        "Share an environment with a Unix group.",
-        "Group-owned, setgid, group-readable (writable only with --group-writable), never\n"
-        "world-writable; listed for members by `hpcenv list`.\n\n"
-        "Example:  hpcenv share myenv --group mylab",
-        (
-            *ENV_SELECT,
-            Arg("--group", "-g", required=True, metavar="G", help="Unix group to share with."),
-            Arg("--group-writable", action="store_true", help="Let the group change it too."),
-            JSON,
-        ),
-    ),
-    Command(
-        "selftest",
-        "selftest:selftest",
-        "Run the whole flow offline in a throwaway HOME and storage.",
-        "setup, create (also a GPU env for CUDA 12.4), activate, run, jobscript/submit, usage,\n"
-        "clean, doctor. Exit 0 only if every step passed.\n\n"
-        "Example:  hpcenv selftest --keep",
-        (
-            Arg("--keep", action="store_true", help="Leave the sandbox for inspection."),
-            JSON,
-        ),
-    ),
-    Command(
-        "completion",
-        "completion:completion",
-        "Print shell completion code for bash, zsh or fish.",
-        "Example:  hpcenv completion bash > ~/.local/share/bash-completion/completions/hpcenv\n"
-        "          hpcenv completion zsh > ~/.zfunc/_hpcenv\n"
-        "          hpcenv completion fish > ~/.config/fish/completions/hpcenv.fish",
-        (Arg("shell", choices=("bash", "zsh", "fish"), help="The shell."),),
-    ),
 )
+
+COMMANDS = (*COMMANDS, *TOOLS)
 
 BY_NAME = {c.name: c for c in COMMANDS}

@@ -14,10 +14,13 @@ def _date(ts: float | None) -> str:
 
 def usage(ctx: Context, args: Namespace) -> None:
     from hpcenv.report import human_bytes, print_table
+    from hpcenv.sitecache import trusted_layers
     from hpcenv.usage import usage_report
 
-    report = usage_report(ctx.layout(), ctx.settings().home_quota)
-    for message in report.warnings:
+    settings = ctx.settings()
+    layers = trusted_layers(settings)
+    report = usage_report(ctx.layout(), settings.home_quota, layers.paths)
+    for message in (*layers.warnings, *report.warnings):
         warn(message)
     if args.json_out:
         emit_json("usage", report)
@@ -47,4 +50,13 @@ def usage(ctx: Context, args: Namespace) -> None:
         print(f"{line} [{q.source}]")
     if report.storage_free_bytes is not None:
         print(f"storage free: {human_bytes(report.storage_free_bytes)}")
+    if layers.paths:
+        site = sum(r.site_bytes for r in report.envs)
+        line = (
+            f"site package cache: {human_bytes(site)} of your envs' files are the site's "
+            "(hardlinked or sharing extents), not counted as yours in 'unique'"
+        )
+        if not report.site_extents_counted:
+            line += "; shared extents not counted (this filesystem cannot tell)"
+        print(line)
     print("Next: hpcenv clean --dry-run  (what can be removed safely)")

@@ -6,9 +6,10 @@ reproducibility) or FAIL (broken now, or loses data or lets others plant code); 
 when any check FAILs. `fix` is the exact command that fixes it.
 
 The checks, by what they look at: `home` (storage, links, caches and envs in home, user site,
-quota), `shellrc` (`conda init` blocks; the one fix `--fix` applies), `envs` (registries,
-records, package cache, interrupted operations, world-writable files, GPU driver), `cluster`
-(conda's channels, SLURM, modules).
+quota, Jupyter kernels), `shellrc` (`conda init` blocks; the one fix `--fix` applies), `envs`
+(registries, records, package cache, interrupted operations, world-writable files, GPU
+driver), `files` (every env's files, purged paths), `cluster` (conda's channels, SLURM,
+modules).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 
-from hpcenv.doctor import cluster, envs, home, shellrc
+from hpcenv.doctor import cluster, envs, files, home, shellrc
 from hpcenv.doctor.check import Check, DoctorReport, Status
 from hpcenv.doctor.shellrc import BlockInsideCode, find_conda_blocks, remove_conda_blocks
 from hpcenv.errors import HpcenvError
@@ -89,6 +90,8 @@ def diagnose(
             ("leftovers", lambda: envs.leftovers(layout)),
             ("pending-update", lambda: envs.pending_update(existing)),
             ("env-records", lambda: envs.env_records(existing)),
+            ("env-files", lambda: files.env_files(layout, existing)),
+            ("purged-paths", lambda: files.purged_paths(settings, layout, existing)),
             ("package-cache", lambda: envs.package_cache(layout)),
             ("interrupted", lambda: envs.interrupted(layout)),
             ("world-writable", lambda: envs.world_writable(layout, existing)),
@@ -97,6 +100,7 @@ def diagnose(
         ("condarc-defaults", lambda: cluster.condarc_defaults(home_dir, settings, env)),
         ("sbatch", lambda: cluster.sbatch(env)),
         ("modules", lambda: cluster.modules(env)),
+        ("jupyter-kernels", lambda: home.jupyter_kernels(env)),
     ]
     if layout is not None:
         run.append(("gpu-driver", lambda: envs.gpu_driver(settings, existing, env)))

@@ -144,12 +144,30 @@ def interrupted(layout: Layout) -> Check:
         "undo": "hpcenv setup --undo",
         "clean": "hpcenv clean --yes",
     }
-    fix = " && ".join(commands.get(op, f"hpcenv {op}") for op in ops)
+    fix = " && ".join(commands.get(op) or _resume_command(layout, op) for op in ops)
     detail = f"interrupted: {', '.join(ops)}"
     if running:
         return Check("interrupted", Status.WARN, detail + " (another hpcenv is running now)", fix)
     half_moved = any(op in ("setup", "undo") for op in ops)
     return Check("interrupted", Status.FAIL if half_moved else Status.WARN, detail, fix)
+
+
+def _resume_command(layout: Layout, op: str) -> str:
+    """The command that finishes an interrupted operation: a repair by re-running it on its
+    env (named in its journal), an env create/delete by any env command (`list`)."""
+    import json
+
+    if op.startswith("env-"):
+        return "hpcenv list"
+    if op.startswith("repair-"):
+        try:
+            with open(layout.journal_dir / f"{op}.jsonl", encoding="utf-8") as f:
+                prefix = json.loads(f.readline()).get("prefix")
+        except (OSError, ValueError, AttributeError):
+            prefix = None
+        if isinstance(prefix, str):
+            return f"hpcenv repair {q(prefix)}"
+    return f"hpcenv {op}"
 
 
 def world_writable(layout: Layout, prefixes: Mapping[Path, str | None]) -> Check:

@@ -169,3 +169,20 @@ def home_quota(layout: Layout, settings: Settings) -> Check:
     if worst >= QUOTA_WARN_PERCENT:
         return Check("home-quota", Status.WARN, detail, "hpcenv usage")
     return ok("home-quota", detail)
+
+
+def jupyter_kernels(environ: Mapping[str, str]) -> Check:
+    """Jupyter kernels hpcenv wrote whose env is gone (they fail to start)."""
+    from hpcenv.kernel import list_kernels, removal_command
+
+    found = list_kernels(environ)
+    gone = [k for k in found.kernels if k.env_exists is False]
+    if not gone:
+        return ok("jupyter-kernels", f"{len(found.kernels)} hpcenv kernel(s), each env present")
+    detail = "; ".join(f"{k.name} points to {k.prefix}, which is gone" for k in gone)
+    return Check(
+        "jupyter-kernels",
+        Status.WARN,
+        f"{detail}: Jupyter lists it, but it cannot start",
+        " && ".join(removal_command(k) for k in gone),
+    )

@@ -5,16 +5,20 @@ A small synchronous API over rattler's async calls. One `cache_dir` (the caller 
 
     cache_dir/repodata/   the Gateway's repodata cache
     cache_dir/pkgs/       downloaded archives and extracted packages (hardlinked into envs)
+    cache_dir/site/       links to the packages of site package caches (`layers`)
 
 `__cuda` is never detected here: the caller (envs, through gpu.py) decides it and passes
 `cuda=` ("12.4" adds `__cuda=12.4`, None means no `__cuda`), so one detector is the truth.
 
 The modules: `seam` (rattler's exceptions, its async calls, `PackageInfo`), `specs` (match
-specs), `solve` (solve, install, index a channel), `prefix` (what is installed), `lockfile`.
+specs), `solve` (solve, install, index a channel), `prefix` (what is installed), `lockfile`,
+`layers` (site package caches under the user's own), `fetch` (into the cache, no env).
 Callers use this package's names: `engine.solve(...)`, `engine.read_prefix(...)`.
 """
 
-from hpcenv.engine.lockfile import lock_channels, read_lock, write_lock
+from hpcenv.engine.fetch import FetchError, fetch, fetch_package
+from hpcenv.engine.layers import site_view_dir
+from hpcenv.engine.lockfile import lock_channels, read_lock, read_lock_pypi, write_lock
 from hpcenv.engine.prefix import installed_packages, linked_files, read_prefix
 from hpcenv.engine.seam import (
     DamagedRecord,
@@ -39,6 +43,11 @@ from hpcenv.engine.specs import (
 
 __all__ = [
     "DamagedRecord",
+    "FetchError",
+    "fetch",
+    "fetch_package",
+    "read_lock_pypi",
+    "site_view_dir",
     "PackageInfo",
     "PrefixState",
     "SpecParts",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 import rattler
 from rattler import exceptions as rx
 
+from hpcenv.engine.layers import from_layers, site_view, site_view_dir
 from hpcenv.engine.seam import (
     MIRROR_HINT,
     PackageInfo,
@@ -132,12 +133,18 @@ def install(
     final_prefix: Path | None = None,
     reinstall: Iterable[str] = (),
     show_progress: bool = False,
+    layers: Sequence[Path] = (),
+    layer_owners: Collection[int] = (0,),
 ) -> list[str]:
     """Link `packages` into `prefix`, applying only the difference to `installed`; return
-    warnings (cached packages found damaged and extracted again).
+    warnings (cached packages found damaged and extracted again, site cache entries skipped).
 
     `final_prefix` is the path patched into files when building in a temporary sibling that
     is renamed into place afterwards (atomic create).
+
+    `layers` are read-only package caches (a site's, trusted by the caller: `sitecache`)
+    searched before the user's own: a package whole there, its files owned by one of
+    `layer_owners` and writable by no one else, is linked from there (`engine.layers`).
     """
     if isinstance(packages, Solution):
         packages = packages.packages
@@ -145,13 +152,20 @@ def install(
     have = {p.key for p in installed or ()}
     linking = [p for p in packages if p.key not in have or p.name in reinstall]
     warnings = set_aside_damaged(cache_dir, linking)
+    served, skipped = from_layers(layers, linking, layer_owners)
+    warnings += skipped
+    caches: dict = {"cache_dir": package_cache_dir(cache_dir)}
+    lock_dir = package_cache_dir(cache_dir)
+    if served:
+        caches = {"package_cache": site_view(cache_dir, served)}
+        lock_dir = site_view_dir(cache_dir)
     try:
-        with cache_lock_where_flock_works(package_cache_dir(cache_dir)):
+        with cache_lock_where_flock_works(lock_dir):
             run(
                 rattler.install(
                     [p.record for p in packages],
                     target_prefix=prefix,
-                    cache_dir=package_cache_dir(cache_dir),
+                    **caches,
                     installed_packages=[p.record for p in installed]
                     if installed is not None
                     else None,

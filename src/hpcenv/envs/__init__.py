@@ -16,14 +16,14 @@ re-running `hpcenv install ENV` repairs an interrupted one.
 The modules: `create` (the request and the build), `update` (install and remove),
 `delete`, `plan` (what was requested, the changes a plan makes, the report), `journal`
 (crash-safe create/replace/delete and their recovery), `checks` (refusals before any step),
-`pip` (the environment.yml pip section, through uv), `info` (list, info, export). Discovery
-and the registries are in `registry`; conda's own formats in `condameta`.
+`info` (list, info, export). PyPI packages (a `pip:`
+section, a lock's PyPI part) go through `pipstep`. Discovery and the registries are in
+`registry`; conda's own formats in `condameta`.
 """
 
 from hpcenv.envs.create import CreateRequest, create, create_request
 from hpcenv.envs.delete import delete, delete_consent
 from hpcenv.envs.journal import Recovered, RecoveryAction, recover_locked
-from hpcenv.envs.pip import find_uv
 from hpcenv.envs.plan import ChangeKind, ChangeReport, EnvMeta, PackageChange, PackageLine
 from hpcenv.envs.update import UpdatePlan, apply_update, plan_update
 
@@ -42,7 +42,6 @@ __all__ = [
     "create_request",
     "delete",
     "delete_consent",
-    "find_uv",
     "plan_update",
     "recover_locked",
 ]

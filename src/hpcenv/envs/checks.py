@@ -38,8 +38,18 @@ def check_location(layout: Layout, prefix: Path, allow_home: bool) -> None:
         )
 
 
-def check_space(prefix_parent: Path, packages: Iterable[PackageInfo]) -> None:
-    need = sum(p.size for p in packages) * (1 + EXTRACT_FACTOR)
+def check_space(
+    prefix_parent: Path, packages: Iterable[PackageInfo], site: dict[str, str] | None = None
+) -> None:
+    """Refuse when the download and the unpacked packages would not fit. A package linked
+    from a site package cache (`site`: name -> how, see sitelink.expected_methods) is not
+    downloaded, and takes space only where it is copied."""
+    site = site or {}
+    need = sum(
+        p.size * (1 + EXTRACT_FACTOR) if p.name not in site else p.size * EXTRACT_FACTOR
+        for p in packages
+        if site.get(p.name) not in ("reflink", "hardlink")
+    )
     have = free_bytes(prefix_parent)
     if need + INSTALL_MARGIN > have:
         from hpcenv.report import human_bytes

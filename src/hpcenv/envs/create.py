@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hpcenv import perms
+from hpcenv import perms, sitecache, sitelink
 from hpcenv.activate import write_static_script
 from hpcenv.channels import channel_urls, normalize_channel
 from hpcenv.condameta import write_records
@@ -24,12 +24,12 @@ from hpcenv.envs.journal import (
     recover,
     storage_lock,
 )
-from hpcenv.envs.pip import pip_install, require_uv
 from hpcenv.envs.plan import ChangeReport, EnvMeta, diff, lines, spec_name
 from hpcenv.errors import OperationError, RefusedError, UsageError
 from hpcenv.gpu import check_solution, plan_cuda
 from hpcenv.journal import tick
 from hpcenv.oldrecipe import OldRecipe
+from hpcenv.purge import env_warnings
 from hpcenv.registry import MadeBy, check_environments_txt, env_prefix
 from hpcenv.settings import Settings
 from hpcenv.storage import Layout, validate_env_name
@@ -44,6 +44,7 @@ class CreateRequest:
     specs: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()
     pip: tuple[str, ...] = ()
+    pip_cwd: Path | None = None  # relative paths in `pip` are relative to it (the file's dir)
     lockfile: Path | None = None
     cuda: str | None = None
     gpu: bool = False
@@ -118,6 +119,7 @@ def create_request(
                 specs=(*req.specs, *doc.specs),
                 channels=req.channels or doc.channels,
                 pip=doc.pip,
+                pip_cwd=Path(file).resolve().parent,
                 cuda=req.cuda or doc.cuda,
                 gpu=req.gpu or doc.gpu,
             )
@@ -167,8 +169,6 @@ def create(
     check_location(layout, prefix, req.allow_home or settings.allow_home)
     if not req.dry_run:
         check_environments_txt(layout)
-    if req.pip:
-        require_uv()
     from hpcenv.cuda_driver import detect_cuda_driver_soon
 
     detected = detect_cuda_driver_soon()  # the probe child runs while the engine loads
@@ -181,8 +181,20 @@ def create(
         table=settings.gpu_packages,
     )
     warnings, cuda, specs = list(cuda_plan.warnings), cuda_plan.cuda, list(cuda_plan.specs)
+    warnings += env_warnings(settings, prefix)
     made_by = MadeBy.HPCENV
+    locked_pypi: list = []
+    pip_lines: list[str] = []
+    if req.pip:
+        from hpcenv.pipstep import expand, find_uv
+
+        find_uv()
+        pip_lines = expand(req.pip, req.pip_cwd or Path.cwd())  # -r files read, paths absolute
     if req.lockfile is not None:
+        from hpcenv import pypi
+
+        locked_pypi = pypi.from_lock(req.lockfile)
+        pip_lines = [p.requirement for p in locked_pypi]
         packages = tuple(engine.read_lock(req.lockfile))
         channels = engine.lock_channels(req.lockfile) or channels
         specs = [p.pin for p in packages]
@@ -194,9 +206,11 @@ def create(
         )
     else:
         solution = engine.Solution(())  # conda makes an empty env too
-    if req.pip and not any(p.name == "python" for p in solution.packages):
+    if pip_lines and not any(p.name == "python" for p in solution.packages):
         raise UsageError(
-            "the environment.yml has a pip: section but no python in its dependencies",
+            f"{req.lockfile} has PyPI packages but no python among its conda packages"
+            if req.lockfile
+            else "the environment.yml has a pip: section but no python in its dependencies",
             hint="add python to dependencies",
         )
     gpu_check = check_solution(cuda_plan, solution.packages, settings.gpu_packages)
@@ -206,7 +220,7 @@ def create(
         prefix=str(prefix),
         packages=lines(solution.packages),
         download_bytes=solution.download_size,
-        pip=tuple(req.pip),
+        pip=tuple(pip_lines),
         gpu=gpu_check.report,
         added=tuple(p.name for p in solution.packages),
         changes=diff((), solution.packages, set()),
@@ -215,7 +229,10 @@ def create(
         return ChangeReport("create", dry_run=True, warnings=tuple(warnings), **report_args)
 
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    check_space(prefix.parent, solution.packages)
+    layers = sitecache.trusted_layers(settings)
+    warnings += layers.warnings
+    site_methods = sitelink.expected_methods(layers, solution.packages, prefix.parent)
+    check_space(prefix.parent, solution.packages, site_methods)
     meta_specs = list(specs if made_by is MadeBy.LOCK else req.specs)
     with storage_lock(layout, settings, on_wait):
         recovered = recover(layout)
@@ -241,10 +258,11 @@ def create(
             )
         tx = begin_build(layout, prefix, name, replace=replace, specs=meta_specs)
         tmp = tx.tmp
+        pypi_done: tuple = ()
         try:
             more = engine.install(
                 solution, tmp, cache_dir=layout.package_cache, final_prefix=prefix,
-                show_progress=progress,
+                show_progress=progress, layers=layers.paths, layer_owners=layers.owners,
             )  # fmt: skip
             warnings += more
             (tmp / "conda-meta").mkdir(parents=True, exist_ok=True)
@@ -253,16 +271,24 @@ def create(
                 asked={spec_name(s): s for s in meta_specs},
             )  # fmt: skip
             tick()
-            if req.pip:
-                pip_install(layout, tmp, req.pip)
+            if pip_lines:  # checked against the conda files first; refused: nothing is made
+                from hpcenv import pipstep
+
+                plan = pipstep.plan(
+                    layout, tmp, requirements=pip_lines, locked=locked_pypi, cwd=req.pip_cwd,
+                    creating=True,
+                )  # fmt: skip
+                pypi_done = pipstep.apply(layout, plan, final_prefix=prefix)
                 tick()
-            perms.limit_installed(
-                tmp, layout.package_cache, solution.packages
-            )  # archives carry their modes
+            # archives carry their modes; a site cache's files hardlinked here are left alone
+            protect = sitelink.protected_entries(tmp, layers)
+            perms.limit_installed(tmp, layout.package_cache, solution.packages, protect=protect)
+            site = sitelink.site_use(tmp, layers.paths)
             now = time.time()
             EnvMeta(
-                name, str(prefix), tuple(meta_specs), tuple(channels), tuple(req.pip), cuda,
+                name, str(prefix), tuple(meta_specs), tuple(channels), tuple(pip_lines), cuda,
                 req.gpu, now, now, made_by,
+                lockfile=str(Path(req.lockfile).resolve()) if req.lockfile else None,
             ).save(tmp)  # fmt: skip
             write_static_script(prefix, name or str(prefix), settings.no_user_site, build_dir=tmp)
             tx.built()
@@ -282,5 +308,7 @@ def create(
         seconds=time.perf_counter() - start,
         recovered=tuple(recovered),
         leftovers_removed=tuple(r.path for r in recovered if r.action == "removed"),
+        pypi=tuple(f"{p.name} {p.version}" for p in pypi_done),
+        site=site,
         **report_args,
     )

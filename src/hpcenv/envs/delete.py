@@ -52,7 +52,7 @@ def delete(
         if done:
             return ChangeReport(
                 "remove", None, str(guess), False, (), removed=("(environment)",),
-                recovered=tuple(recovered), resumed=True,
+                recovered=tuple(recovered), resumed=True, kernels_removed=_forget_kernels(guess),
             )  # fmt: skip
         name, prefix = resolve(layout, name_or_prefix)
         if os.path.islink(prefix):
@@ -71,8 +71,18 @@ def delete(
         if any(needs_environments_txt_write(layout, p, False) for p in spellings):
             check_environments_txt(layout)  # it must be unregistered: refuse before deleting
         problem = delete_prefix(layout, prefix, name)
+        kernels = _forget_kernels(prefix)
     warnings = (problem,) if problem else ()
     return ChangeReport(
         "remove", name, str(prefix), False, (), removed=("(environment)",),
-        warnings=warnings, recovered=tuple(recovered),
+        warnings=warnings, recovered=tuple(recovered), kernels_removed=kernels,
     )  # fmt: skip
+
+
+def _forget_kernels(prefix: Path) -> tuple[str, ...]:
+    """The Jupyter kernels of a deleted env go with it (`hpcenv kernel`)."""
+    if os.path.isdir(prefix / "conda-meta"):
+        return ()  # not deleted after all
+    from hpcenv.kernel import remove_kernels_of
+
+    return remove_kernels_of(prefix)

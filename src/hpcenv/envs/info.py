@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpcenv.envs.plan import EnvMeta, PackageLine, SpecSource, lines, requested
+from hpcenv.pypi import export_lines, has_pending, recorded, unrecorded
 from hpcenv.registry import FoundIn, MadeBy, discover, env_maker, is_env, resolve
 from hpcenv.settings import Settings
 from hpcenv.storage import Layout
@@ -58,6 +59,24 @@ class EnvInfo:
     made_by: MadeBy = MadeBy.UNKNOWN
     specs_from: SpecSource = SpecSource.HPCENV
     damaged: tuple[str, ...] = ()  # "conda-meta/x.json (package x): why; the fix"
+    pypi: tuple[PypiLine, ...] = ()  # PyPI packages (hpcenv's record, then others found)
+    pypi_pending: bool = False  # an `install --pip` was interrupted
+
+
+@dataclass(frozen=True)
+class PypiLine:
+    name: str
+    version: str
+    source: str  # the wheel/sdist URL, the directory, or "unrecorded" (not installed by hpcenv)
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class LockExport:
+    path: str
+    conda: int
+    pypi: int
+    left_out: tuple[str, ...] = ()  # PyPI packages a lock cannot pin, and why
 
 
 def _count_records(prefix: Path) -> int:
@@ -138,7 +157,15 @@ def info(layout: Layout, settings: Settings, name_or_prefix: str) -> EnvInfo:
             + fix.format(name or prefix, d.name)
             for d in state.damaged
         ),
+        pypi=_pypi_lines(prefix),
+        pypi_pending=has_pending(prefix),
     )
+
+
+def _pypi_lines(prefix: Path) -> tuple[PypiLine, ...]:
+    found = [PypiLine(p.name, p.version, p.url, p.sha256) for p in recorded(prefix)]
+    found += [PypiLine(n, v, "unrecorded") for n, v in unrecorded(prefix)]
+    return tuple(found)
 
 
 def export_yaml(layout: Layout, settings: Settings, name_or_prefix: str) -> str:
@@ -159,17 +186,20 @@ def export_yaml(layout: Layout, settings: Settings, name_or_prefix: str) -> str:
         specs = force_gpu_specs(specs, settings.gpu_packages)
     doc: dict[str, Any] = {"name": name or prefix.name, "channels": list(asked.channels)}
     deps: list[Any] = specs
-    if meta is not None and meta.pip:
-        deps.append({"pip": list(meta.pip)})
+    pip = export_lines(prefix, meta.pip if meta is not None else ())
+    if pip:
+        deps.append({"pip": pip})
     doc["dependencies"] = deps
     if meta is not None and (meta.cuda or meta.gpu):
         doc["hpcenv"] = {"cuda": meta.cuda, "gpu": bool(meta.gpu)}
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def export_lock(layout: Layout, settings: Settings, name_or_prefix: str, out: Path) -> Path:
+def export_lock(layout: Layout, settings: Settings, name_or_prefix: str, out: Path) -> LockExport:
     """A lock file (rattler's format, which pixi reads) with exact URLs and hashes, naming the
-    channels the packages came from."""
+    channels the packages came from; the PyPI packages hpcenv installed with theirs. Those it
+    cannot pin (no artifact with a hash: a local directory, a VCS checkout, a package
+    installed by hand) are left out and named."""
     from hpcenv import engine
     from hpcenv.channels import channel_urls
     from hpcenv.envs.checks import refuse_damaged
@@ -179,5 +209,17 @@ def export_lock(layout: Layout, settings: Settings, name_or_prefix: str, out: Pa
     state = engine.read_prefix(prefix)
     refuse_damaged(state, name, prefix)
     asked = requested(prefix, state.packages, meta)
-    engine.write_lock(state.packages, channel_urls(settings, asked.channels), out)
-    return out
+    pinned = [p for p in recorded(prefix) if p.lockable]
+    left_out = [
+        f"{p.name} {p.version} (from {p.url}: no file with a hash)"
+        for p in recorded(prefix)
+        if not p.lockable
+    ]
+    left_out += [
+        f"{n} {v} (not installed by hpcenv: no URL or hash known)" for n, v in unrecorded(prefix)
+    ]
+    engine.write_lock(
+        state.packages, channel_urls(settings, asked.channels), out,
+        pypi=[(p.name, p.version, p.url, p.sha256 or "") for p in pinned],
+    )  # fmt: skip
+    return LockExport(str(out), len(state.packages), len(pinned), tuple(left_out))

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from hpcenv.engine import PackageInfo
     from hpcenv.envs.journal import Recovered
     from hpcenv.gpu import GpuReport
+    from hpcenv.sitelink import SiteUse
 
 
 def spec_name(spec: str) -> str:
@@ -67,6 +68,7 @@ class EnvMeta:
     created: float = 0.0
     updated: float = 0.0
     made_by: MadeBy = MadeBy.HPCENV  # another maker: an env hpcenv adopted
+    lockfile: str | None = None  # the lock file it was created from (made_by "lock")
 
     @classmethod
     def load(cls, prefix: Path) -> EnvMeta | None:
@@ -242,7 +244,8 @@ class ChangeReport:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     download_bytes: int = 0
-    pip: tuple[str, ...] = ()
+    pip: tuple[str, ...] = ()  # the PyPI requirements asked for
+    pypi: tuple[str, ...] = ()  # "NAME VERSION" of the PyPI packages installed
     warnings: tuple[str, ...] = ()
     gpu: GpuReport | None = None
     seconds: float = 0.0
@@ -251,6 +254,8 @@ class ChangeReport:
     relaxed: str | None = None  # why packages the user did not name change
     recovered: tuple[Recovered, ...] = ()
     resumed: bool = False  # this run finished an interrupted run of the same command
+    kernels_removed: tuple[str, ...] = ()  # the Jupyter kernels of a deleted env (`kernel`)
+    site: SiteUse | None = None  # what came from the site's package caches (`sitelink`)
 
     @property
     def needs_consent(self) -> tuple[PackageChange, ...]:

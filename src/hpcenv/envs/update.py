@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpcenv import perms
+from hpcenv import perms, sitecache, sitelink
 from hpcenv.activate import write_static_script
 from hpcenv.channels import channel_urls, normalize_channel
 from hpcenv.condameta import write_records
@@ -225,7 +225,8 @@ def apply_update(
     start = time.perf_counter()
     prefix = plan.prefix
     added = [p for p in plan.target if p.key not in {q.key for q in plan.installed}]
-    check_space(prefix.parent, added)
+    layers = sitecache.trusted_layers(settings)
+    check_space(prefix.parent, added, sitelink.expected_methods(layers, added, prefix.parent))
     with storage_lock(layout, settings, on_wait):
         recovered = recover(layout)
         state = engine.read_prefix(prefix)
@@ -240,15 +241,21 @@ def apply_update(
         )
         if plan.normalize and normalize_records(state):
             state = engine.read_prefix(prefix)
-        warnings = engine.install(
+        warnings = list(layers.warnings)
+        warnings += engine.install(
             plan.target,
             prefix,
             cache_dir=layout.package_cache,
             installed=state.packages,
             reinstall=plan.reinstall,
             show_progress=progress,
+            layers=layers.paths,
+            layer_owners=layers.owners,
         )
-        perms.limit_installed(prefix, layout.package_cache, plan.target)  # see create
+        linked = {p.name for p in added} | set(plan.reinstall)
+        protect = sitelink.protected_entries(prefix, layers)  # see create
+        perms.limit_installed(prefix, layout.package_cache, plan.target, protect=protect)
+        site = sitelink.site_use(prefix, layers.paths, linked) if linked else None
         tick()
         asked = {spec_name(s): s for s in plan.update_specs}
         write_records(
@@ -276,4 +283,5 @@ def apply_update(
         recovered=tuple(recovered),
         leftovers_removed=tuple(x.path for x in recovered if x.action is RecoveryAction.REMOVED),
         resumed=bool(plan.reinstall),
+        site=site,
     )
