@@ -5,11 +5,11 @@
     python bench/cfchannel.py OUT --names 3000 --records 50000
 
 What it holds (seeded, so the same arguments give the same bytes):
-- a core of ~180 real conda-forge names, the data-science and JupyterLab stack with its C
+- a core of 178 real conda-forge names, the data-science and JupyterLab stack with its C
   libraries (python 3.6-3.13 with `python_abi`, numpy, scipy, pandas, matplotlib, scikit-learn,
-  jupyterlab and their dependencies), each with tens to hundreds of versions x builds;
-- a tail of generated names up to `names`: most with 1-5 versions, a head of popular ones with
-  hundreds of versions x builds (versions per name drawn from a power law);
+  jupyterlab and their dependencies), each with 1 to 200 versions x its builds;
+- a tail of generated names up to `names`: most with 1-5 versions, a head with hundreds to
+  1,500 versions x builds (versions per name drawn from a power law);
 - compiled Python packages (linux-64) built per Python of their time: `py310h1a2b3c4_0` ...
   `py313...`, older versions for py36-py39, each depending on `python >=3.12,<3.13.0a0` and
   `python_abi 3.12.* *_cp312`; pure Python packages as `noarch: python` (`pyhd8ed1ab_0`);
@@ -17,7 +17,8 @@ What it holds (seeded, so the same arguments give the same bytes):
   `libgcc`, `__glibc >=2.17,<3.0.a0`;
 - a dependency fan-out of a few names per package, toward more popular names, with version
   ranges taken from the dependency's versions of the same time (older versions pin older
-  ones), so the newest versions of everything are installable together;
+  ones), and some old versions of the core depending on small tail packages since dropped
+  (the six-era backports), through which a request reaches part of the tail;
 - `.tar.bz2` entries before a cut-off date, `.conda` after, as conda-forge's repodata.
 
 The records total about `records` (versions per name are scaled to it), split into

@@ -45,6 +45,19 @@ asyncio.run(main())
 import time; time.sleep(0.002)  # as hpcenv's engine: rattler may crash an instant exit
 """
 
+# what the solve has to read: the records of every name reachable from the request
+CLOSURE = """
+import asyncio, sys
+import rattler
+channel, *specs = sys.argv[1:]
+async def main():
+    found = await rattler.Gateway().query([rattler.Channel(channel)], [str(rattler.Subdir.current()), "noarch"], specs, recursive=True)
+    records = [r for subdir in found for r in subdir]
+    print(len(records), len({r.name.normalized for r in records}))
+asyncio.run(main())
+import time; time.sleep(0.002)
+"""
+
 
 def bench_solve(quick: bool, work: Path) -> list:
     names, records = (3_000, 50_000) if quick else (30_000, 500_000)
@@ -78,6 +91,8 @@ def bench_solve(quick: bool, work: Path) -> list:
     same = "the same" if h_pkgs == raw_pkgs else f"DIFFERENT ({len(h_pkgs ^ raw_pkgs)} differ)"
     if os.path.lexists(prefix) or any(storage.iterdir()):
         raise RuntimeError(f"the dry run wrote into {storage}")
+    closure = measured([sys.executable, "-c", CLOSURE, chan.url, *REQUEST]).stdout.split()
+    loaded, loaded_names = int(closure[0]), int(closure[1])
 
     t_raw, t_h, m_raw, m_h = [], [], [], []
     for _ in range(repeat):
@@ -93,8 +108,8 @@ def bench_solve(quick: bool, work: Path) -> list:
     note = (
         f"channel: {chan.names:,} names, {chan.records:,} records ({chan.linux_records:,} "
         f"linux-64 + {chan.noarch_records:,} noarch), {chan.bytes / 1e6:.0f} MB of repodata.json "
-        f"(generated in {chan.seconds:.0f} s, {made}); {len(raw_pkgs)} packages, {same} on both "
-        f"sides; peak memory hpcenv {mib(med(m_h))} ({mib(min(m_h))}-{mib(max(m_h))}) vs script "
+        f"(generated in {chan.seconds:.0f} s, {made}); the request reaches {loaded:,} records of "
+        f"{loaded_names:,} names; {len(raw_pkgs)} packages, {same} on both sides; peak memory hpcenv {mib(med(m_h))} ({mib(min(m_h))}-{mib(max(m_h))}) vs script "
         f"{mib(med(m_raw))} ({mib(min(m_raw))}-{mib(max(m_raw))}): {mem_ratio:.2f}x"
     )
     return [
