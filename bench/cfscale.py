@@ -94,19 +94,22 @@ def bench_solve(quick: bool, work: Path) -> list:
     closure = measured([sys.executable, "-c", CLOSURE, chan.url, *REQUEST]).stdout.split()
     loaded, loaded_names = int(closure[0]), int(closure[1])
 
-    t_raw, t_h, m_raw, m_h = [], [], [], []
+    t_raw, t_h, m_raw, m_h, c_raw, c_h = [], [], [], [], [], []
     for _ in range(repeat):
         r = measured(raw_cmd)
         t_raw.append(r.seconds)
         m_raw.append(r.peak_bytes)
+        c_raw.append(r.cpu_seconds)
         h = measured(hpcenv_cmd, env=env)
         t_h.append(h.seconds)
         m_h.append(h.peak_bytes)
+        c_h.append(h.cpu_seconds)
     med = statistics.median
     ratio, mem_ratio = med(t_h) / med(t_raw), med(m_h) / med(m_raw)
     made = "cached" if chan.from_cache else "generated now"
     note = (
-        f"ratio of the fastest runs {min(t_h) / min(t_raw):.2f}x; "
+        f"ratio of the fastest runs {min(t_h) / min(t_raw):.2f}x; CPU time (user + system) "
+        f"{med(c_h):.2f} s vs {med(c_raw):.2f} s; "
         f"channel: {chan.names:,} names, {chan.records:,} records ({chan.linux_records:,} "
         f"linux-64 + {chan.noarch_records:,} noarch), {chan.bytes / 1e6:.0f} MB of repodata.json "
         f"(generated in {chan.seconds:.0f} s, {made}); the request reaches {loaded:,} records of "

@@ -28,6 +28,7 @@ kit = importlib.import_module("run")  # Row, Skipped, run, hpcenv_cmd, RAW_RATTL
 class Measured:
     seconds: float
     peak_bytes: int  # the child's own peak resident memory (ru_maxrss)
+    cpu_seconds: float  # user + system, of the child and the children it waited for
     stdout: bytes
 
 
@@ -47,14 +48,15 @@ if pid == 0:
 _, status, usage = os.wait4(pid, 0)
 seconds = time.perf_counter() - t0
 with open(sys.argv[1], "w") as f:
-    json.dump({"seconds": seconds, "peak": usage.ru_maxrss * 1024}, f)
+    cpu = usage.ru_utime + usage.ru_stime
+    json.dump({"seconds": seconds, "peak": usage.ru_maxrss * 1024, "cpu": cpu}, f)
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
 def measured(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
-    """Run cmd to its end: wall time, its peak resident memory, stdout. A non-zero exit
-    raises, with the end of stderr."""
+    """Run cmd to its end: wall time, its peak resident memory and CPU time, stdout. A
+    non-zero exit raises, with the end of stderr."""
     with tempfile.TemporaryDirectory(prefix="measured-") as tmp:
         result, out, err = Path(tmp) / "result", Path(tmp) / "out", Path(tmp) / "err"
         with out.open("wb") as fout, err.open("wb") as ferr:
@@ -66,7 +68,7 @@ def measured(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
             tail = err.read_text(errors="replace").strip()[-300:]
             raise RuntimeError(f"{' '.join(map(str, cmd[:4]))} ... exited {code}: {tail}")
         data = json.loads(result.read_text())
-        return Measured(data["seconds"], data["peak"], out.read_bytes())
+        return Measured(data["seconds"], data["peak"], data["cpu"], out.read_bytes())
 
 
 def test_cache() -> Path:
