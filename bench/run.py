@@ -972,6 +972,8 @@ SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
     "real": bench_real,
     "kernel": bench_kernel,
     "sitecache": bench_sitecache,
+    "solve": lambda quick, work: __import__("cfscale").bench_solve(quick, work),
+    "real-cold": lambda quick, work: __import__("realcold").bench_real_cold(quick, work),
 }
 
 
