@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""hpcenv.usage.scan() against `du -s` on the same tree, warm cache.
+"""hpcenv.treescan.scan() against `du -s` on the same tree, warm cache.
 
     python bench/bench_scan.py            # 200,000 files
     python bench/bench_scan.py --quick    # 20,000 files
@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from hpcenv.usage import scan, scan_many  # noqa: E402
+from hpcenv.treescan import scan, scan_many  # noqa: E402
 
 
 def build_tree(root: Path, files: int, hardlink_share: float = 0.1, seed: int = 1) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from hpcenv import trees  # noqa: E402
+from hpcenv.setup import copy, drain, survey  # noqa: E402
 
 
 def timed(label: str, fn) -> float:
@@ -63,21 +63,21 @@ def main() -> int:
                 rm = timed("rm -rf (the copy)", lambda: subprocess.run(["rm", "-rf", fs2 / "cp"]))
                 n = timed(
                     "survey (plan)",
-                    lambda: trees.survey(src, None, copy=True, count=True),
+                    lambda: survey.survey(src, None, copy=True, count=True),
                 )
                 clock = time.time_ns()  # as the run takes it: before the copy begins
-                c = timed("copy_tree", lambda: trees.copy_tree(src, fs2 / "staging"))
+                c = timed("copy_tree", lambda: copy.copy_tree(src, fs2 / "staging"))
                 (fs2 / "dst" / "x").mkdir(parents=True)
                 tmp = {os.lstat(fs2).st_dev: fs2 / "tmp", os.lstat(work).st_dev: work / "tmp"}
                 m = timed(
                     "drain staging (merge)",
-                    lambda tmp=tmp: trees.Mover(tmp).drain(
+                    lambda tmp=tmp: drain.Mover(tmp).drain(
                         fs2 / "staging", fs2 / "dst" / "x", fs2 / "c"
                     ),
                 )
                 r = timed(
                     "drain home (checked removal)",
-                    lambda tmp=tmp, clock=clock: trees.Mover(tmp, clock=clock).drain(
+                    lambda tmp=tmp, clock=clock: drain.Mover(tmp, clock=clock).drain(
                         src, fs2 / "dst" / "x", fs2 / "c"
                     ),
                 )

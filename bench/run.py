@@ -258,7 +258,9 @@ def bench_create(quick: bool, work: Path) -> list[Row | Skipped]:
 
 
 def _bench_create(quick: bool, work: Path) -> list[Row | Skipped]:
-    from hpcenv.channel import build_channel, synthetic_packages
+    from bench.synthetic import synthetic_packages
+
+    from hpcenv.channel import build_channel
 
     n = 50 if quick else 200
     repeat = 3 if quick else 7
@@ -398,7 +400,7 @@ def bench_usage(quick: bool, work: Path) -> list[Row | Skipped]:
     tree = work / "tree"
     make_tree(tree, files, size=10)
     repeat = 3 if quick else 5
-    code = "import sys; from hpcenv.usage import scan; scan(sys.argv[1])"
+    code = "import sys; from hpcenv.treescan import scan; scan(sys.argv[1])"
     run(["du", "-s", str(tree)])  # warm the dentry and inode caches
     du = timeit(lambda: run(["du", "-s", str(tree)]), repeat)
     h = timeit(lambda: run([sys.executable, "-c", code, str(tree)]), repeat)
@@ -419,8 +421,10 @@ def bench_usage(quick: bool, work: Path) -> list[Row | Skipped]:
 def bench_verify(quick: bool, work: Path) -> list[Row | Skipped]:
     """verify of one env (stat only; then --full) vs `du -s` (and sha256sum) of the same env,
     both warm, interleaved run by run. The env: synthetic packages of 1,000 files each."""
+    from bench.synthetic import synthetic_packages
+
     from hpcenv import engine
-    from hpcenv.channel import build_channel, synthetic_packages
+    from hpcenv.channel import build_channel
 
     n = 20 if quick else 100
     url = build_channel(
@@ -536,7 +540,9 @@ def bench_submit(quick: bool, work: Path) -> list[Row | Skipped]:
 
 def bench_pack(quick: bool, work: Path) -> list[Row | Skipped]:
     """pack + stage of a 20,000-file env (stage = unpack + conda-unpack)."""
-    from hpcenv.channel import build_channel, synthetic_packages
+    from bench.synthetic import synthetic_packages
+
+    from hpcenv.channel import build_channel
 
     n = 50 if quick else 200
     url = build_channel(
@@ -660,9 +666,10 @@ def bench_stage(quick: bool, work: Path) -> list[Row | Skipped]:
     disk). Timed inside one job, so scheduling and `sbatch --wait` polling are left out."""
     if os.geteuid() != 0 or shutil.which("slurmd") is None or shutil.which("sbcast") is None:
         return [Skipped("stage", "needs root and SLURM (slurmd, sbcast) to start 3 nodes")]
+    from bench.synthetic import synthetic_packages
     from tests.slurm import NODE_LOCAL, start_slurm, stop_slurm
 
-    from hpcenv.channel import build_channel, synthetic_packages
+    from hpcenv.channel import build_channel
 
     n = 50 if quick else 200
     repeat = 3 if quick else 5
@@ -731,6 +738,13 @@ done
             "runs conda-unpack",
         )
     ]
+
+
+def bench_startup(quick: bool, work: Path) -> list[Row | Skipped]:
+    """Start-up as users get it (bench/startup.py): fresh processes of a pip-like install."""
+    from bench.startup import bench_startup as run_startup
+
+    return run_startup(quick, work, Row, _demo_env)
 
 
 def bench_kernel(quick: bool, work: Path) -> list[Row | Skipped]:
@@ -831,7 +845,7 @@ def bench_sitecache(quick: bool, work: Path) -> list[Row | Skipped]:
 def _bench_sitecache(quick: bool, work: Path, fs: Path, where: str) -> list[Row | Skipped]:
     from tests.users import chown_tree, ensure_users, hpcenv_as, readable_copy
 
-    from hpcenv.channel import PackageSpec, build_channel
+    from hpcenv.channel import PackageRecipe, build_channel
 
     ensure_users()
     work.parent.chmod(0o755)  # the bench's temporary directory: hpcalice must pass through
@@ -839,7 +853,7 @@ def _bench_sitecache(quick: bool, work: Path, fs: Path, where: str) -> list[Row 
     n, files, size = (20, 40, 32 * 1024) if quick else (60, 60, 48 * 1024)
     repeat = 3 if quick else 7
     specs = [
-        PackageSpec(
+        PackageRecipe(
             f"big{i:02d}",
             "1.0",
             depends=(f"big{i - 1:02d}",) if i else (),
@@ -948,6 +962,7 @@ def _bench_sitecache(quick: bool, work: Path, fs: Path, where: str) -> list[Row 
 SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
     "create": bench_create,
     "activation": bench_activation,
+    "startup": bench_startup,
     "migration": bench_migration,
     "usage": bench_usage,
     "verify": bench_verify,

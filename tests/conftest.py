@@ -37,6 +37,13 @@ def need(component: str, available: bool, reason: str) -> None:
     pytest.skip(message)
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`@pytest.mark.root("why")`: the test needs root; through `need`, so CI never skips it."""
+    marker = item.get_closest_marker("root")
+    if marker is not None:
+        need("root", IS_ROOT, marker.args[0] if marker.args else "this test needs root")
+
+
 @pytest.fixture
 def fake_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """A temp HOME and a temp storage root, set in the environment of this process."""

@@ -17,7 +17,7 @@ async def main():
         sources=[rattler.Channel(c) for c in channels],
         specs=specs,
         gateway=rattler.Gateway(cache_dir=os.path.join(cache, "repodata")),
-        platforms=["linux-64", "noarch"],
+        platforms=[str(rattler.Subdir.current()), "noarch"],
         virtual_packages=rattler.VirtualPackage.detect(),  # __glibc: the real python needs it
     )
     await rattler.install(records, prefix, cache_dir=os.path.join(cache, "pkgs"))

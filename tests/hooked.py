@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpcenv.channel import PackageSpec, build_channel
+from hpcenv.channel import PackageRecipe, build_channel
 from tests.channels import Channel
 
 # as gdal's activate.sh does: bash's [[ ]], and $GDAL_DATA read while it may be unset
@@ -27,9 +27,9 @@ fi
 """
 
 
-def hooked_packages() -> list[PackageSpec]:
+def hooked_packages() -> list[PackageRecipe]:
     return [
-        PackageSpec(
+        PackageRecipe(
             "gdal-like",
             "1.0",
             files={
@@ -38,7 +38,7 @@ def hooked_packages() -> list[PackageSpec]:
                 "share/gdal/gcs.csv": "code,name\n4326,WGS 84\n",
             },
         ),
-        PackageSpec(
+        PackageRecipe(
             "late-hook",
             "1.0",
             files={"etc/conda/activate.d/late-hook.sh": "export LATE_HOOK=ran\n"},

@@ -22,15 +22,13 @@ from pathlib import Path
 
 import rich.console  # noqa: F401 - what a run imports lazily, imported once here
 import rich.table  # noqa: F401
-import typer.main
 
-from hpcenv import journal, migrate, trees
-from hpcenv.cli.app import app
+from hpcenv import journal
+from hpcenv.setup import drain, renames
 from tests.fs import cli_env, snapshot
 
-_COMMAND = typer.main.get_command(app)  # built once: each run would rebuild the same
 try:
-    trees.exchange("/nonexistent/a", "/nonexistent/b")  # looks renameat2 up once
+    renames.exchange("/nonexistent/a", "/nonexistent/b")  # looks renameat2 up once
 except OSError:
     pass
 
@@ -71,18 +69,17 @@ def run_setup(
             os.environ.clear()
             os.environ.update(cli_env(home, storage, **env))
             journal._ticks = 0
-            journal._hooks = (
-                ticks.name if count_ticks is not None else None,
-                tick_delay,
-                kill_after,
+            journal._hooks = journal.Hooks(
+                ticks_file=ticks.name if count_ticks is not None else None,
+                delay=tick_delay,
+                kill_after=kill_after,
             )
             if busy_wait is not None:
-                trees.BUSY_WAIT = busy_wait
+                drain.BUSY_WAIT = busy_wait
             if no_renameat2:
-                trees._renameat2 = False
+                renames._renameat2 = False
             if fail_after:
                 _inject_failure(fail_after)
-            typer.main.get_command = lambda _app: _COMMAND
             from hpcenv.cli import main
 
             try:
@@ -120,8 +117,13 @@ def _inject_failure(step: int) -> None:
         if journal._ticks == step:
             raise OSError(errno.EIO, "injected I/O error", f"step {step}")
 
-    for module in (journal, migrate, trees):
-        module.tick = failing_tick
+    import hpcenv.setup
+
+    setup_modules = [m for n, m in sys.modules.items() if n.startswith("hpcenv.setup.")]
+    assert hpcenv.setup.execute and setup_modules  # every step of setup goes through tick
+    for module in (journal, *setup_modules):
+        if hasattr(module, "tick"):
+            module.tick = failing_tick
 
 
 # --------------------------------------------------------------------------- the writer

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcenv.channel import MTIME, PackageSpec, build_package
+from hpcenv.channel import MTIME, PackageRecipe, build_package
 
 # Pinned so the cache key and every test see the same artifacts. numpy 2.2 has cp310-cp313
 # wheels; tqdm is a small pure wheel with a console script.
@@ -277,7 +277,7 @@ def python_package(out_dir: Path, subdir: str, base_prefix: str = sys.base_prefi
     # site-packages itself is part of python (conda-forge ships its README.txt).
     readme = os.path.join(prefix, SITE, "README.txt")
     files[f"{SITE}/README.txt"] = Path(readme).read_bytes() if os.path.exists(readme) else b""
-    spec = PackageSpec(
+    spec = PackageRecipe(
         "python",
         platform.python_version(),
         build=BUILD,
@@ -444,7 +444,7 @@ def wheel_package(
     if not noarch:  # noarch: python packages are compiled by the installer
         placed.update(compiled(placed, SITE, PLACEHOLDER))
     tag = "pyh_hpcenv_0" if noarch else f"py{PYVER.replace('.', '')}{BUILD}"
-    spec = PackageSpec(
+    spec = PackageRecipe(
         wheel.name,
         wheel.version,
         build=tag,

@@ -121,7 +121,7 @@ def test_activating_a_second_env_deactivates_the_first(tmp_path, shell):
 
 @pytest.mark.parametrize("sh", ["bash", "dash", "sh"])
 def test_static_script_activates_without_python(tmp_path, sh):
-    shell_path(sh) if sh != "dash" or shutil.which("dash") else pytest.skip("dash not installed")
+    need(sh, sh != "dash" or shutil.which("dash") is not None, "dash is not installed")
     prefix = make_prefix(tmp_path)
     script = write_static_script(prefix, "myenv")
     assert script == prefix / "etc/hpcenv/activate.sh" and script.stat().st_mode & 0o777 == 0o644

@@ -14,7 +14,13 @@ import pytest
 
 from hpcenv import engine, journal
 from hpcenv.cli.boundary import describe
-from hpcenv.envfile import MAX_BYTES, MAX_DEPENDENCIES, is_lockfile, read_environment_file
+from hpcenv.envfile import (
+    MAX_BYTES,
+    MAX_DEPENDENCIES,
+    EnvironmentFile,
+    is_lockfile,
+    read_environment_file,
+)
 from hpcenv.errors import ConfigError, RefusedError, UsageError
 from hpcenv.settings import load_settings
 
@@ -156,16 +162,16 @@ def test_conda_export_lines_mean_that_exact_version_and_build(tmp_path):
         "  - conda-forge::zlib=1.3.1=hb9d3cd8_2\n  - pip:\n    - requests==2.32\n",
     )
     doc = read_environment_file(path)
-    assert doc == {
-        "name": "x",
-        "channels": [],
-        "specs": [
+    assert doc == EnvironmentFile(
+        name="x",
+        channels=(),
+        specs=(
             "numpy ==1.26.4 py311h64a7726_0",
             "python=3.11",
             "conda-forge::zlib ==1.3.1 hb9d3cd8_2",
-        ],
-        "pip": ["requests==2.32"],
-    }
+        ),
+        pip=("requests==2.32",),
+    )
 
 
 def test_a_lock_file_is_told_from_an_environment_file(tmp_path):

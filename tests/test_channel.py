@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from bench.synthetic import synthetic_packages
 
 from hpcenv import engine
-from hpcenv.channel import PackageSpec, build_package, demo_packages, synthetic_packages
+from hpcenv.channel import PackageRecipe, build_package, demo_packages, native_subdir
 
 
 def read_archive(path: Path) -> dict[str, tarfile.TarInfo | bytes]:
@@ -84,7 +85,7 @@ def test_every_demo_package_has_index_paths_and_files_that_agree_with_its_payloa
 
 
 def test_the_index_lists_every_package_with_its_real_sha256(demo_channel):
-    for subdir in ("linux-64", "noarch"):
+    for subdir in (native_subdir(), "noarch"):
         repodata = json.loads((demo_channel.path / subdir / "repodata.json").read_text())
         records = {**repodata.get("packages", {}), **repodata.get("packages.conda", {})}
         on_disk = {p.name: p for p in (demo_channel.path / subdir).iterdir() if "-" in p.name}
@@ -123,7 +124,7 @@ def test_demo_python_links_to_the_given_interpreter_with_a_venv_config():
 
 @pytest.mark.parametrize("fmt", ["tar.bz2", "conda"])
 def test_both_formats_install_with_rattler_including_modes_and_symlinks(tmp_path, fmt):
-    spec = PackageSpec(
+    spec = PackageRecipe(
         "fmt-check",
         "1.0",
         files={"bin/fmt-check": "#!/bin/sh\necho ok\n", "share/fmt-check/a.txt": "a\n"},
@@ -132,7 +133,7 @@ def test_both_formats_install_with_rattler_including_modes_and_symlinks(tmp_path
         fmt=fmt,
     )
     channel = tmp_path / "channel"
-    build_package(spec, channel / "linux-64")
+    build_package(spec, channel / native_subdir())
     (channel / "noarch").mkdir()
     engine.index_channel(channel)
     cache, prefix = tmp_path / "cache", tmp_path / "env"
@@ -146,7 +147,7 @@ def test_both_formats_install_with_rattler_including_modes_and_symlinks(tmp_path
 
 
 def test_the_same_spec_builds_the_same_bytes(tmp_path):
-    spec = PackageSpec("same", "1.0", files={"share/same.txt": "x\n"})
+    spec = PackageRecipe("same", "1.0", files={"share/same.txt": "x\n"})
     first = build_package(spec, tmp_path / "a").read_bytes()
     assert build_package(spec, tmp_path / "b").read_bytes() == first
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hpcenv import engine
-from hpcenv.channel import build_channel, demo_packages
+from hpcenv.channel import build_channel, demo_packages, native_subdir
 from hpcenv.errors import OperationError, UsageError
 
 
@@ -194,7 +194,7 @@ def test_a_lock_file_recreates_the_same_packages_without_solving(tmp_path):
     engine.write_lock(solution.packages, [url], lock)
     for repodata in channel.glob("*/repodata*"):  # nothing left to solve against
         repodata.unlink()
-    shutil.rmtree(channel / "linux-64" / "shards", ignore_errors=True)
+    shutil.rmtree(channel / native_subdir() / "shards", ignore_errors=True)
     shutil.rmtree(channel / "noarch" / "shards", ignore_errors=True)
 
     locked = engine.read_lock(lock)
@@ -253,10 +253,10 @@ def test_noarch_python_packages_are_byte_compiled_and_removed_with_their_pyc(
 def test_a_binary_placeholder_shorter_than_the_prefix_fails_naming_the_reason(tmp_path):
     """`file_mode: binary` is replaced in place, NUL-padded: rattler refuses a longer prefix,
     and the error says so instead of only `failed to link`."""
-    from hpcenv.channel import PackageSpec
+    from hpcenv.channel import PackageRecipe
 
     blob = b"\x7fELF\x00/opt/b/lib\x00"
-    spec = PackageSpec(
+    spec = PackageRecipe(
         "binpkg", "1.0", files={"lib/blob": blob}, binary_prefix_files={"lib/blob": "/opt/b"}
     )
     url = build_channel(tmp_path / "chan", [spec])

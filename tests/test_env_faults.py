@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fs import hpcenv_in, hpcenv_ok, snapshot
+from tests.paused import Paused, Started
 
 
 def env_dir(h, name: str) -> Path:
@@ -42,14 +43,14 @@ def holds(prefix: Path, tool: str) -> bool:
 
 
 def ticks_of(h, *args: str, **env: str) -> int:
-    """How many steps a full run of the command takes (HPCENV_TEST_TICKS_FILE)."""
+    """How many steps a full run of the command takes (_HPCENV_TEST_TICKS_FILE)."""
     counter = h["root"] / "ticks"
-    hpcenv_ok(h, *args, HPCENV_TEST_TICKS_FILE=str(counter), **env)
+    hpcenv_ok(h, *args, _HPCENV_TEST_TICKS_FILE=str(counter), **env)
     return int(counter.read_text())
 
 
 def killed(h, k: int, *args: str, **env: str) -> None:
-    r = hpcenv_in(h, *args, HPCENV_TEST_KILL_AFTER=str(k), **env)
+    r = hpcenv_in(h, *args, _HPCENV_TEST_KILL_AFTER=str(k), **env)
     assert r.returncode == -9, (k, r.returncode, r.stderr)
 
 
@@ -59,7 +60,7 @@ def killed(h, k: int, *args: str, **env: str) -> None:
 @pytest.mark.parametrize("exchange", [True, False], ids=["rename-exchange", "two-renames"])
 def test_replace_killed_at_every_step_keeps_the_old_or_the_new_env(ready_home, exchange):
     h = ready_home
-    extra = {} if exchange else {"HPCENV_TEST_NO_EXCHANGE": "1"}
+    extra = {} if exchange else {"_HPCENV_TEST_NO_EXCHANGE": "1"}
     hpcenv_ok(h, "create", "probe", "demo-tool", "-c", h["url"])
     n = ticks_of(h, "create", "probe", "numtool", "-c", h["url"], "--force", **extra)
     assert n >= 5
@@ -110,18 +111,14 @@ def test_remove_killed_at_every_step_is_finished_by_running_it_again(ready_home)
 
 def test_two_creates_of_one_name_one_wins_and_the_other_exits_2(ready_home):
     h = ready_home
-    counter = h["root"] / "a-ticks"
-    first = subprocess.Popen(
-        [sys.executable, "-m", "hpcenv", "create", "same", "demo-tool", "-c", h["url"]],
-        env={**h["env"], "HPCENV_TEST_TICKS_FILE": str(counter), "HPCENV_TEST_TICK_DELAY": "1"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    while not counter.exists() and first.poll() is None:  # the first is building, locked
-        pass
-    second = hpcenv_in(h, "create", "same", "numtool", "-c", h["url"])
-    out, err = first.communicate()
-    assert first.returncode == 0, err
-    assert second.returncode == 2 and "already exists" in second.stderr
+    # the first is held while building, with the lock; the second solves, then waits for it
+    first = Paused(["create", "same", "demo-tool", "-c", h["url"]], h["env"], h["root"])
+    second = Started(["create", "same", "numtool", "-c", h["url"]], h["env"])
+    second.stderr_until("waiting for another hpcenv")
+    first.resume()
+    done, then = first.finish(), second.finish()
+    assert done.returncode == 0, done.stderr
+    assert then.returncode == 2 and "already exists" in then.stderr
     assert holds(env_dir(h, "same"), "demo-tool")
     assert not (env_dir(h, "same") / "bin" / "numtool").exists()
     assert leftovers(h) == []

@@ -14,7 +14,6 @@ import pytest
 from hpcenv import engine
 from hpcenv.channel import build_channel, demo_packages
 from tests.channels import many_files_package
-from tests.conftest import IS_ROOT
 from tests.fs import cli_env, hpcenv, tmpfs
 
 
@@ -122,7 +121,9 @@ def test_dry_run_solves_and_writes_nothing(ready_home):
 
 def test_kill_during_create_leaves_no_env_and_the_leftover_is_removed_next_time(ready_home):
     h = ready_home
-    killed = run(h, "create", "k", "demo-tool", "-c", h["url"], env={"HPCENV_TEST_KILL_AFTER": "1"})
+    killed = run(
+        h, "create", "k", "demo-tool", "-c", h["url"], env={"_HPCENV_TEST_KILL_AFTER": "1"}
+    )
     assert killed.returncode == -9
     assert not env_dir(h, "k").exists()
     leftovers = [p for p in (h["storage"] / ".conda/envs").iterdir() if p.name.startswith(".k.")]
@@ -262,7 +263,7 @@ def test_environment_yml_pip_section_installs_into_the_prefix_with_uv(ready_home
     assert (h["storage"] / ".cache/uv").is_dir()
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="a size-limited tmpfs needs root")
+@pytest.mark.root("a size-limited tmpfs needs root")
 def test_full_filesystem_exits_1_and_leaves_no_partial_env(tmp_path):
     home = tmp_path / "home"
     home.mkdir()

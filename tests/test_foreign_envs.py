@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcenv.channel import PackageSpec, build_channel
+from hpcenv.channel import PackageRecipe, build_channel, native_subdir
 from tests.condafmt import conda_env, rattler_env
 from tests.fs import hpcenv_in, hpcenv_ok
 
@@ -48,12 +48,12 @@ def lib_channel(tmp_path_factory):
     return build_channel(
         path,
         [
-            PackageSpec("lib", "1.0", files={"lib/lib.txt": "1\n"}),
-            PackageSpec("lib", "2.0", files={"lib/lib.txt": "2\n"}),
-            PackageSpec("app", "1.0", depends=("lib >=1",), files={"share/app.txt": "a\n"}),
-            PackageSpec("tool", "1.0", depends=("lib <2",), files={"share/tool.txt": "t\n"}),
-            PackageSpec("plugin", "1.0", depends=("app",), files={"share/plugin.txt": "p\n"}),
-            PackageSpec("extra", "1.0", files={"share/extra.txt": "e\n"}),
+            PackageRecipe("lib", "1.0", files={"lib/lib.txt": "1\n"}),
+            PackageRecipe("lib", "2.0", files={"lib/lib.txt": "2\n"}),
+            PackageRecipe("app", "1.0", depends=("lib >=1",), files={"share/app.txt": "a\n"}),
+            PackageRecipe("tool", "1.0", depends=("lib <2",), files={"share/tool.txt": "t\n"}),
+            PackageRecipe("plugin", "1.0", depends=("app",), files={"share/plugin.txt": "p\n"}),
+            PackageRecipe("extra", "1.0", files={"share/extra.txt": "e\n"}),
         ],
     )
 
@@ -253,8 +253,9 @@ def test_every_change_writes_a_conda_history_entry_and_requested_spec(ready_home
     assert "# update specs: ['python', 'demo-tool']" in history
     assert "# update specs: ['numtool', 'hello']" in history
     assert "# remove specs: ['demo-tool']" in history
-    assert re.search(r"^\+.*/linux-64::numtool-1\.0-0$", history, re.M)
-    assert re.search(r"^-.*/linux-64::demo-tool-1\.0-0$", history, re.M)
+    subdir = re.escape(native_subdir())
+    assert re.search(rf"^\+.*/{subdir}::numtool-1\.0-0$", history, re.M)
+    assert re.search(rf"^-.*/{subdir}::demo-tool-1\.0-0$", history, re.M)
     assert _conda_requests(history) == {"python": "python", "numtool": "numtool", "hello": "hello"}
     [record] = (prefix / "conda-meta").glob("numtool-*.json")
     assert json.loads(record.read_text())["requested_spec"] == "numtool"

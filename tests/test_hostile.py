@@ -3,7 +3,7 @@ must end the way the error rules say: no traceback, exactly one line on stderr, 
 and on exit 2 nothing changed in HOME or storage (a snapshot of both before and after).
 
 The cases as another user (an env of hpcalice touched by hpcbob, a member of the group it is
-shared with, and by hpccarol, who is not) run the CLI as those real users; see `as_user`.
+shared with, and by hpccarol, who is not) run the CLI as those real users (tests/users.py).
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import json
 import os
 import pwd
 import shutil
-import stat
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from tests import users as real_users
 from tests.conftest import IS_ROOT, need
 from tests.fs import REPO, cli_env, hpcenv, hpcenv_ok, snapshot
 
@@ -174,10 +173,10 @@ def test_internal_error_is_one_line_and_the_traceback_comes_with_hpcenv_debug(ho
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(
-        "import hpcenv.envinfo\n"
+        "import hpcenv.envs.info\n"
         "def boom(*a, **k):\n"
         "    raise LookupError('the registry went away')\n"
-        "hpcenv.envinfo.list_envs = boom\n"
+        "hpcenv.envs.info.list_envs = boom\n"
     )
     path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH")) if p)
     env = {**hostile["env"], "PYTHONPATH": path}
@@ -236,56 +235,10 @@ def test_bracket_spec_is_read_by_name_for_install_and_remove(hostile):
 # ------------------------------------------------------------------ as other, real users
 
 
-def _blocked_ancestor(path: str) -> tuple[str, str] | None:
-    """The highest directory on `path` that others cannot pass (e.g. /root, 0700), and the
-    entry under it that leads to `path`; None if every directory lets others through."""
-    parts = Path(path).parts
-    for i in range(1, len(parts) - 1):
-        ancestor = os.path.join(*parts[: i + 1])
-        if not os.stat(ancestor).st_mode & stat.S_IXOTH:
-            return ancestor, os.path.join(ancestor, parts[i + 1])
-    return None
-
-
-def as_user(user: str, holder: Path) -> list[str]:
-    """A command prefix that runs the rest as `user` (uid, gid, groups) with this very Python.
-
-    When the interpreter lives where others cannot pass (pyenv under /root, 0700), the command
-    runs in its own mount namespace in which that directory is a 0755 tmpfs holding only the
-    interpreter's tree (bind-mounted through `holder`), so nothing of the host is opened up.
-    """
-    entry = pwd.getpwnam(user)
-    drop = [
-        "setpriv",
-        f"--reuid={entry.pw_uid}",
-        f"--regid={entry.pw_gid}",
-        "--init-groups",
-        "--",
-    ]
-    blocked = _blocked_ancestor(os.path.realpath(sys.base_prefix))
-    if blocked is None:
-        return drop
-    ancestor, inner = blocked
-    script = (
-        'mount --bind "$1" "$2" && mount -t tmpfs -o mode=0755,size=1m tmpfs "$3" '
-        '&& mkdir -p "$1" && mount --move "$2" "$1" && shift 3 && exec "$@"'
-    )
-    return [
-        "unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
-        inner, str(holder), ancestor, *drop,
-    ]  # fmt: skip
-
-
-def hpcenv_as(user: str, holder: Path, home: Path, storage: Path, *args: str):
+def hpcenv_as(user: str, home: Path, storage: Path, *args: str):
+    """The real CLI as `user` (tests/users.py), with that user's HOME and storage."""
     env = cli_env(home, storage, PYTHONPATH=str(REPO / "src"))
-    return subprocess.run(
-        [*as_user(user, holder), sys.executable, "-m", "hpcenv", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        cwd="/",
-    )
+    return real_users.hpcenv_as(user, *args, env=env, cwd="/")
 
 
 @pytest.fixture(scope="module")
@@ -295,21 +248,10 @@ def lab(demo_channel):
     need("root", IS_ROOT, "creating users and running commands as them needs root")
     need("setpriv", shutil.which("setpriv") is not None, "util-linux setpriv runs as a user")
     need("unshare", shutil.which("unshare") is not None, "util-linux unshare")
-    subprocess.run(["groupadd", "hpcenvlab"], capture_output=True)
-    for user in ("hpcalice", "hpcbob", "hpccarol"):
-        subprocess.run(["useradd", "-M", "-N", "-s", "/bin/sh", user], capture_output=True)
-    for user in ("hpcalice", "hpcbob"):
-        subprocess.run(["usermod", "-aG", "hpcenvlab", user], check=True)
+    real_users.ensure_users()
     base = Path(tempfile.mkdtemp(prefix="hpcenv-hostile-"))
     base.chmod(0o755)
-    holder = base / "holder"
-    holder.mkdir()
-    channel = base / "channel"
-    shutil.copytree(demo_channel.path, channel)
-    for dirpath, _dirnames, filenames in os.walk(channel):
-        os.chmod(dirpath, 0o755)
-        for name in filenames:
-            os.chmod(os.path.join(dirpath, name), 0o644)
+    channel = real_users.readable_copy(demo_channel.path, base / "channel")
     users = {}
     for user in ("hpcalice", "hpcbob", "hpccarol"):
         entry = pwd.getpwnam(user)
@@ -320,20 +262,19 @@ def lab(demo_channel):
             os.chown(p, entry.pw_uid, entry.pw_gid)
         (base / user).chmod(0o755)
         users[user] = (home, storage)
-        setup = hpcenv_as(user, holder, home, storage, "setup", "--yes")
+        setup = hpcenv_as(user, home, storage, "setup", "--yes")
         assert setup.returncode == 0, setup.stderr
     alice = users["hpcalice"]
     made = hpcenv_as(
-        "hpcalice", holder, *alice, "create", "proj", "demo-tool", "libnum", "-c", channel.as_uri()
+        "hpcalice", *alice, "create", "proj", "demo-tool", "libnum", "-c", channel.as_uri()
     )
     assert made.returncode == 0, made.stderr
-    shared = hpcenv_as("hpcalice", holder, *alice, "share", "proj", "--group", "hpcenvlab")
+    shared = hpcenv_as("hpcalice", *alice, "share", "proj", "--group", "hpcenvlab")
     assert shared.returncode == 0, shared.stderr
     prefix = alice[1] / ".conda" / "envs" / "proj"
     assert grp.getgrgid(os.stat(prefix).st_gid).gr_name == "hpcenvlab"
     yield {
         "base": base,
-        "holder": holder,
         "users": users,
         "prefix": prefix,
         "url": channel.as_uri(),
@@ -365,7 +306,7 @@ def test_another_users_env_is_a_one_line_refusal_that_changes_nothing(lab, user,
     alice_home, alice_storage = lab["users"]["hpcalice"]
     roots = (home, storage, alice_home, alice_storage)
     before = snapshot(*roots)
-    result = hpcenv_as(user, lab["holder"], home, storage, *argv)
+    result = hpcenv_as(user, home, storage, *argv)
     assert_one_line_error(result, f"{user} {' '.join(args)}")
     assert result.returncode == 2, result.stderr
     assert snapshot(*roots) == before
@@ -376,9 +317,7 @@ def test_another_users_env_is_a_one_line_refusal_that_changes_nothing(lab, user,
 def test_group_member_still_runs_the_shared_env(lab):
     """The refusals above are about changing it: running a shared env stays allowed."""
     home, storage = lab["users"]["hpcbob"]
-    result = hpcenv_as(
-        "hpcbob", lab["holder"], home, storage, "run", str(lab["prefix"]), "--", "demo-tool"
-    )
+    result = hpcenv_as("hpcbob", home, storage, "run", str(lab["prefix"]), "--", "demo-tool")
     assert result.returncode == 0, result.stderr
 
 
@@ -398,7 +337,7 @@ def test_storage_shared_by_a_group_is_refused_in_one_line(lab):
     for user, home in (("hpcalice", alice_home), ("hpcbob", bob_home)):
         for command in (["setup", "--yes"], ["clean", "--yes"]):
             before = snapshot(group_root, home)
-            result = hpcenv_as(user, lab["holder"], home, group_root, *command)
+            result = hpcenv_as(user, home, group_root, *command)
             assert_one_line_error(result, f"{user} {command[0]}")
             assert result.returncode == 2
             assert "shared area" in result.stderr and "$USER" in result.stderr

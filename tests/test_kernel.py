@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpcenv import kernelspec
+from hpcenv.kernel import spec as kernelspec
 from tests.conftest import IS_ROOT, need
 from tests.foreign import rattler_prefix
 from tests.fs import cli_env, hpcenv
@@ -439,7 +439,7 @@ def test_kernel_write_or_removal_killed_at_any_step_leaves_no_half_kernel_and_a_
                 ok(nb, "kernel", "nb", JUPYTER_DATA_DIR=jd)
             elif action[-1] != "--remove" and kdir.exists():
                 shutil.rmtree(kdir)
-            r = run(nb, *action, JUPYTER_DATA_DIR=jd, HPCENV_TEST_KILL_AFTER=str(k))
+            r = run(nb, *action, JUPYTER_DATA_DIR=jd, _HPCENV_TEST_KILL_AFTER=str(k))
             if r.returncode == 0:
                 break
             assert r.returncode == -9, r.stderr

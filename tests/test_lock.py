@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import need
 from tests.fs import hpcenv_in, hpcenv_ok, snapshot
+from tests.paused import Paused, Started
 
 NOFLOCK_C = Path(__file__).with_name("noflock.c")
 BUILD_PATH = os.environ.get("PATH", "")  # gcc finds `as` and `ld` on it, whatever tests set
@@ -85,24 +86,17 @@ def test_shim_makes_flock_fail_in_storage_only(no_flock, tmp_path):
 
 def test_two_creates_on_storage_without_flock_take_turns_through_a_lock_directory(no_flock):
     h, lock_dir = no_flock, no_flock["lock_dir"]
-    ticks = h["root"] / "ticks"
-    slow = {**h["env"], "HPCENV_TEST_TICK_DELAY": "1", "HPCENV_TEST_TICKS_FILE": str(ticks)}
-    cmd = [sys.executable, "-m", "hpcenv", "create", "first", "demo-tool", "-c", h["url"]]
-    first = subprocess.Popen(cmd, env=slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not ticks.exists():  # its first step is done: it holds the lock
-        assert first.poll() is None, first.communicate()
-        assert time.monotonic() < deadline, "the first create never started"
-        time.sleep(0.01)
+    # the first is held after its first step: it holds the lock (a lock directory here)
+    first = Paused(["create", "first", "demo-tool", "-c", h["url"]], h["env"], h["root"])
     owner = json.loads((lock_dir / "owner").read_text())
-    assert owner["pid"] == first.pid and owner["host"] == socket.gethostname()
-    second = hpcenv_in(h, "create", "second", "libnum", "-c", h["url"])
-    out, err = first.communicate()
-    assert first.returncode == 0, err
-    assert second.returncode == 0, second.stderr
-    assert f"waiting for another hpcenv (pid {first.pid} on host {socket.gethostname()})" in (
-        second.stderr
-    )
+    assert owner["pid"] == first.proc.pid and owner["host"] == socket.gethostname()
+    second = Started(["create", "second", "libnum", "-c", h["url"]], h["env"])
+    waiting = f"waiting for another hpcenv (pid {first.proc.pid} on host {socket.gethostname()})"
+    second.stderr_until(waiting)
+    first.resume()
+    done, then = first.finish(), second.finish()
+    assert done.returncode == 0, done.stderr
+    assert then.returncode == 0, then.stderr
     envs = h["home"] / ".conda" / "envs"
     assert (envs / "first" / "bin" / "demo-tool").exists()
     assert (envs / "second" / "conda-meta" / "libnum-2.0-0.json").exists()

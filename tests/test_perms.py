@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcenv.channel import PackageSpec, build_channel
+from hpcenv.channel import PackageRecipe, build_channel
 from hpcenv.perms import apply_umask, copy_to_temp
 from tests.conftest import IS_ROOT, need
 from tests.fs import cli_env, hpcenv, xfs_reflink
@@ -24,14 +24,16 @@ def _mode(path: Path) -> int:
 @pytest.fixture(scope="module")
 def loose_channel(tmp_path_factory) -> str:
     """A package whose archive holds a 0666 file, a 0777 tool and a setuid one."""
-    loose = PackageSpec(
+    loose = PackageRecipe(
         "loose",
         "1.0",
         files={"share/loose.txt": "anyone may write me\n", "bin/loose": "#!/bin/sh\n"},
         modes={"share/loose.txt": 0o666, "bin/loose": 0o777},
     )
-    suid = PackageSpec("suid", "1.0", files={"bin/suid": "#!/bin/sh\n"}, modes={"bin/suid": 0o4755})
-    plain = PackageSpec("plain", "1.0", files={"share/plain.txt": "plain\n"})
+    suid = PackageRecipe(
+        "suid", "1.0", files={"bin/suid": "#!/bin/sh\n"}, modes={"bin/suid": 0o4755}
+    )
+    plain = PackageRecipe("plain", "1.0", files={"share/plain.txt": "plain\n"})
     return build_channel(tmp_path_factory.mktemp("loose-channel"), [loose, suid, plain])
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from hpcenv.errors import ConfigError
-from hpcenv.settings import PurgedPath, load_settings
+from hpcenv.purge import PurgedPath
+from hpcenv.settings import load_settings
 from tests.fs import hpcenv_in, hpcenv_ok
 
 
@@ -89,14 +90,14 @@ def test_doctor_lists_envs_under_purged_paths_and_the_envs_that_lost_files(ready
 
 
 def test_doctors_check_of_the_envs_says_when_its_time_ran_out(ready_home):
-    from hpcenv.doctor import _check_env_files
+    from hpcenv.doctor.files import env_files
     from hpcenv.storage import layout_from
 
     h = ready_home
     hpcenv_ok(h, "create", "demo", "numtool", "-c", h["url"])
     layout = layout_from(load_settings(environ=h["env"]))
     prefix = h["storage"] / ".conda" / "envs" / "demo"
-    check = _check_env_files(layout, {prefix: "demo"}, seconds=0)
+    check = env_files(layout, {prefix: "demo"}, seconds=0)
     assert check.status.value == "WARN"
     assert check.detail.startswith("stopped after 0 s: 0 of 1 envs checked")
     assert check.fix == "hpcenv verify --all"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from hpcenv import engine, pipstep, pypi
-from hpcenv.channel import PackageSpec, build_channel
+from hpcenv.channel import PackageRecipe, build_channel
 from hpcenv.errors import RefusedError
 from tests.conftest import IS_ROOT, need
 from tests.foreign import rattler_prefix
@@ -39,8 +39,8 @@ def wheels(request) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def clash_channel(tmp_path_factory) -> str:
     """`oldsix`: a conda package that owns site-packages/six.py (as vendoring packages do)."""
-    spec = PackageSpec("oldsix", "1.0", depends=("python",), files={f"{SITE}/six.py": OLDSIX_PY})
-    egg = PackageSpec(  # installed the old way: an .egg-info file, no RECORD
+    spec = PackageRecipe("oldsix", "1.0", depends=("python",), files={f"{SITE}/six.py": OLDSIX_PY})
+    egg = PackageRecipe(  # installed the old way: an .egg-info file, no RECORD
         "legacy-six", "1.0", depends=("python",),
         files={f"{SITE}/legacy_six.py": "", f"{SITE}/legacy_six-1.0-py{PYVER}.egg-info": ""},
     )  # fmt: skip
@@ -277,7 +277,7 @@ def test_install_pip_killed_at_any_step_is_finished_by_the_next_install(h, k):
     ok(h, "create", "e", "python", *channel_args(h))
     prefix = prefix_of(h, "e")
     args = ("install", "e", "--pip", "-r", str(h["index_file"]), "six==1.16.0")
-    killed = run(h, *args, HPCENV_TEST_KILL_AFTER=str(k))
+    killed = run(h, *args, _HPCENV_TEST_KILL_AFTER=str(k))
     assert killed.returncode == -9, killed.stderr
     ok(h, "install", "e")  # repairs whatever the kill left
     assert not (prefix / "etc" / "hpcenv" / "pypi-pending.json").exists()

@@ -79,7 +79,7 @@ def test_repair_dry_run_prints_what_the_real_run_does_and_changes_nothing(demo):
 def ticks_of(h, *args: str) -> int:
     counter = h["root"] / "ticks"
     counter.unlink(missing_ok=True)
-    hpcenv_ok(h, *args, HPCENV_TEST_TICKS_FILE=str(counter))
+    hpcenv_ok(h, *args, _HPCENV_TEST_TICKS_FILE=str(counter))
     return int(counter.read_text())
 
 
@@ -90,7 +90,7 @@ def test_repair_killed_at_every_step_is_finished_by_running_it_again(demo):
     assert n >= 6 and snapshot(prefix) == demo["made"]
     for k in range(1, n + 1):
         damage(prefix)
-        r = hpcenv_in(h, "repair", "demo", HPCENV_TEST_KILL_AFTER=str(k))
+        r = hpcenv_in(h, "repair", "demo", _HPCENV_TEST_KILL_AFTER=str(k))
         assert r.returncode == -9, (k, r.stderr)
         if k < n:  # the journal says what is left to do; verify says so too
             assert "an interrupted repair" in hpcenv_in(h, "verify", "demo").stdout, k
@@ -109,7 +109,7 @@ def test_repair_finishes_when_killed_while_rattler_had_unlinked_a_package(demo):
     damage(prefix)
     counter = h["root"] / "ticks"
     r = hpcenv_in(
-        h, "repair", "demo", HPCENV_TEST_KILL_AFTER="2", HPCENV_TEST_TICKS_FILE=str(counter)
+        h, "repair", "demo", _HPCENV_TEST_KILL_AFTER="2", _HPCENV_TEST_TICKS_FILE=str(counter)
     )
     assert r.returncode == -9
     journal = next((h["storage"] / ".hpcenv" / "journal").glob("repair-*.jsonl"))
@@ -308,10 +308,10 @@ def test_repair_whose_download_fails_changes_nothing_in_the_env_and_leaves_no_jo
 def test_repair_says_when_a_package_ships_a_program_without_its_execute_bit(ready_home, tmp_path):
     """verify cannot tell `chmod -x` from an archive that packs a script 0644; repair can:
     what it installed again from a fresh extraction still differs, and it says so."""
-    from hpcenv.channel import PackageSpec
+    from hpcenv.channel import PackageRecipe
 
     h = ready_home
-    odd = PackageSpec("oddtool", "1.0", files={"bin/oddtool": "#!/bin/sh\necho odd\n"})
+    odd = PackageRecipe("oddtool", "1.0", files={"bin/oddtool": "#!/bin/sh\necho odd\n"})
     url = build_channel(tmp_path / "chan", [odd])
     hpcenv_ok(h, "create", "odd", "oddtool", "-c", url)
     assert hpcenv_in(h, "verify", "odd").returncode == 1

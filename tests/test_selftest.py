@@ -40,7 +40,7 @@ def test_selftest_runs_every_step_and_submits_on_a_real_slurm(slurm_cluster):  #
 
 
 def test_a_broken_step_is_named_and_the_exit_code_is_1():
-    r = hpcenv("selftest", env=_env(HPCENV_SELFTEST_BREAK="run"))
+    r = hpcenv("selftest", env=_env(_HPCENV_TEST_SELFTEST_BREAK="run"))
     assert r.returncode == 1
     assert "FAILED: run" in r.stdout
     assert "✓ channel" in r.stderr and "✗ run" in r.stderr

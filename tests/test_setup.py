@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from hpcenv import migrate
 from hpcenv.errors import RefusedError, UsageError
+from hpcenv.setup import plan_setup
 from hpcenv.storage import Layout, check_storage
-from tests.conftest import IS_ROOT, run_as_user
+from tests.conftest import run_as_user
 from tests.fs import cli_env, file_digests, hpcenv, make_caches, snapshot, tmpfs
+from tests.paused import Paused, Started
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_setup_refuses_bad_storage_and_changes_nothing(dirs, storage_of, fragmen
     assert snapshot(home.parent) == before
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="needs root to act as another user")
+@pytest.mark.root("needs root to act as another user")
 def test_setup_refuses_storage_not_writable_by_the_user(tmp_path):
     import tempfile
 
@@ -161,7 +161,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(dirs):
 def test_plan_counts_files_and_bytes_for_dry_run(dirs):
     home, storage = dirs
     make_caches(home, storage)
-    plan = migrate.plan_setup(Layout(home=home, root=storage), count=True)
+    plan = plan_setup(Layout(home=home, root=storage), count=True)
     cache = next(d for d in plan.dirs if d.name == ".cache")
     assert cache.action == "move" and cache.files == 11 and cache.bytes > 3000
 
@@ -207,7 +207,7 @@ def test_setup_killed_then_re_run_through_the_cli_ends_as_an_uninterrupted_run(t
     assert setup(home, storage).returncode == 0
     expected = snapshot(home, storage)
     home, storage = prepare(tmp_path / "run")
-    killed = setup(home, storage, HPCENV_TEST_KILL_AFTER="5")
+    killed = setup(home, storage, _HPCENV_TEST_KILL_AFTER="5")
     assert killed.returncode == -9
     again = setup(home, storage)
     assert again.returncode == 0, again.stderr
@@ -227,28 +227,17 @@ def _rebase(snap: dict, base: Path) -> dict:
 # ------------------------------------------------------------------ concurrency
 
 
-def _wait_until_working(storage: Path) -> None:
-    """Until the first run holds the lock and has started its journal."""
-    deadline = time.monotonic() + 20
-    while not (storage / ".hpcenv/journal/setup.jsonl").exists():
-        assert time.monotonic() < deadline, "the first setup never started"
-        time.sleep(0.01)
-
-
 def test_two_concurrent_setups_one_waits_and_the_result_is_correct(dirs):
     home, storage = dirs
     make_caches(home, storage)
-    env = cli_env(home, storage, HPCENV_TEST_TICK_DELAY="0.05")
-    cmd = [sys.executable, "-m", "hpcenv", "setup", "--yes"]
-    first = subprocess.Popen(
-        cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    _wait_until_working(storage)
-    second = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    out1, err1 = first.communicate()
-    assert first.returncode == 0, err1
-    assert second.returncode == 0, second.stderr
-    assert "waiting for another hpcenv" in second.stderr
+    env = cli_env(home, storage)
+    first = Paused(["setup", "--yes"], env, storage.parent)  # held with both locks
+    second = Started(["setup", "--yes"], env)
+    second.stderr_until("waiting for another hpcenv")
+    first.resume()
+    done, then = first.finish(), second.finish()
+    assert done.returncode == 0, done.stderr
+    assert then.returncode == 0, then.stderr
     for name in (".cache", ".conda"):
         assert os.readlink(home / name) == str(storage / name)
     assert (storage / ".cache/pip/http/a b/blob").exists()
@@ -257,21 +246,23 @@ def test_two_concurrent_setups_one_waits_and_the_result_is_correct(dirs):
 def test_lock_timeout_refuses_with_exit_2(dirs):
     home, storage = dirs
     make_caches(home, storage)
-    env = cli_env(home, storage, HPCENV_TEST_TICK_DELAY="0.05")
-    cmd = [sys.executable, "-m", "hpcenv", "setup", "--yes"]
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _wait_until_working(storage)
+    env = cli_env(home, storage)
+    first = Paused(["setup", "--yes"], env, storage.parent)
     second = subprocess.run(
-        cmd, env={**env, "HPCENV_LOCK_TIMEOUT": "0.2"}, capture_output=True, text=True
+        [sys.executable, "-m", "hpcenv", "setup", "--yes"],
+        env={**env, "HPCENV_LOCK_TIMEOUT": "0.2"},
+        capture_output=True,
+        text=True,
     )
-    first.communicate()
+    first.resume()
+    assert first.finish().returncode == 0
     assert second.returncode == 2
     assert "another hpcenv" in second.stderr.splitlines()[-1]
 
 
 # ------------------------------------------------------------------ across filesystems (root)
 
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="mounting a tmpfs needs root")
+needs_root = pytest.mark.root("mounting a tmpfs needs root")
 
 
 @needs_root

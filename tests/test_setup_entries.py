@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from hpcenv import migrate, trees
 from hpcenv.errors import HpcenvError, OperationError
+from hpcenv.setup import drain, execute, plan_setup
 from hpcenv.storage import Layout
 from tests.conftest import IS_ROOT, run_as_user
 from tests.fs import make_caches, snapshot, tmpfs
 from tests.moving import assert_finished, assert_nothing_lost, regular_files, run_setup
 
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (tmpfs, other users)")
+needs_root = pytest.mark.root("needs root (tmpfs, other users)")
 NOBODY = 65534
 
 
@@ -154,7 +154,7 @@ def _odd(kind: str, cache: Path) -> Path:
 def _plan_as_nobody(home: Path, storage: Path, count: bool):
     def plan():
         try:
-            migrate.plan_setup(Layout(home=home, root=storage), count=count)
+            plan_setup(Layout(home=home, root=storage), count=count)
         except HpcenvError as exc:
             return exc.exit_code, exc.one_line()
         return 0, ""
@@ -165,7 +165,7 @@ def _plan_as_nobody(home: Path, storage: Path, count: bool):
 def _setup_as_nobody(home: Path, storage: Path):
     def setup():
         layout = Layout(home=home, root=storage)
-        report = migrate.execute(migrate.plan_setup(layout), lock_timeout=5)
+        report = execute(plan_setup(layout), lock_timeout=5)
         return [(d.name, d.after, d.skipped) for d in report.dirs]
 
     return run_as_user("nobody", setup)
@@ -328,11 +328,11 @@ def test_out_of_space_mid_copy_says_what_moved_and_what_did_not(tmp_path):
     conda_before = snapshot(home / ".conda")
     with tmpfs(tmp_path / "fs2", "6m") as storage:
         layout = Layout(home=home, root=storage)
-        plan = migrate.plan_setup(layout)  # fits now...
+        plan = plan_setup(layout)  # fits now...
         filler = storage / "filler"
         filler.write_bytes(b"\1" * (4608 * 1024))  # ...but something else fills the disk
         with pytest.raises(OperationError) as err:
-            migrate.execute(plan)
+            execute(plan)
         message = err.value.message
         assert "ran out of space" in message and f"copying {home / '.conda'}" in message
         assert f"{home / '.cache'} was moved" in message
@@ -375,10 +375,10 @@ def test_trees_decoding_a_name_left_by_a_run_killed_while_checking_it(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     dst.mkdir()
-    (src / (trees.REMOVING + "data")).write_text("same\n")
+    (src / (drain.REMOVING + "data")).write_text("same\n")
     (dst / "data").write_text("same\n")
-    (src / (trees.REMOVING + "other")).write_text("only here\n")
-    mover = trees.Mover({os.lstat(dst).st_dev: tmp_path / "tmp"})
+    (src / (drain.REMOVING + "other")).write_text("only here\n")
+    mover = drain.Mover({os.lstat(dst).st_dev: tmp_path / "tmp"})
     mover.drain(src, dst, tmp_path / "conflicts")
     assert not src.exists()
     assert (dst / "data").read_text() == "same\n" and mover.duplicates == 1

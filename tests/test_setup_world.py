@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import IS_ROOT
+from tests.conftest import IS_ROOT, need
 from tests.fs import cli_env, make_caches, tmpfs
 from tests.moving import (
     Writer,
@@ -24,8 +22,9 @@ from tests.moving import (
     run_setup,
     stable_snapshot,
 )
+from tests.paused import Paused, Started
 
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="mounting a tmpfs needs root")
+needs_root = pytest.mark.root("mounting a tmpfs needs root")
 OPPOSITE = {"setup": "undo", "undo": "setup"}
 
 
@@ -231,16 +230,12 @@ def test_two_setups_with_two_storage_roots_on_one_home_are_serialized(tmp_path):
         (home / ".cache" / "bulk" / f"f{i}").write_text(f"{i}\n")
     (home / ".conda").mkdir()
     before = {f".cache/{k}": v for k, v in regular_files(home / ".cache").items()}
-    cmd = [sys.executable, "-m", "hpcenv", "setup", "--yes"]
-    slow = {"HPCENV_TEST_TICK_DELAY": "0.2"}  # the first is still at work when the second starts
-    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    runs = [subprocess.Popen(cmd, env=cli_env(home, first, **slow), **pipes)]
-    deadline = time.monotonic() + 30
-    while not (first / ".hpcenv/journal/setup.jsonl").exists():  # the first is at work
-        assert time.monotonic() < deadline and runs[0].poll() is None
-        time.sleep(0.01)
-    runs.append(subprocess.Popen(cmd, env=cli_env(home, second, **slow), **pipes))
-    results = [(p.wait(), p.stderr.read()) for p in runs]
+    # the first is held at work (with the home's lock); the second waits for that lock
+    runs = [Paused(["setup", "--yes"], cli_env(home, first), tmp_path)]
+    runs.append(Started(["setup", "--yes"], cli_env(home, second)))
+    runs[1].stderr_until("waiting for another hpcenv")
+    runs[0].resume()
+    results = [(r.returncode, r.stderr) for r in (run.finish() for run in runs)]
     assert [code for code, _ in results] == [0, 2], results
     winner, loser = first, second
     refusal = next(err for code, err in results if code == 2)
@@ -268,8 +263,7 @@ def test_undo_finishes_an_interrupted_setup_the_other_way(tmp_path):
 
 
 def test_a_file_kept_open_elsewhere_is_never_removed_across_filesystems(tmp_path):
-    if not IS_ROOT:
-        pytest.skip("mounting a tmpfs needs root")
+    need("root", IS_ROOT, "mounting a tmpfs needs root")
     home = tmp_path / "home"
     (home / ".cache").mkdir(parents=True)
     (home / ".conda").mkdir()

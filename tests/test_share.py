@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcenv import sharing, trust
+from hpcenv import sharedroot, sharing, trust
 from hpcenv.errors import RefusedError
 from tests.conftest import IS_ROOT, need, run_as_user
 from tests.fs import cli_env, snapshot
@@ -106,8 +106,8 @@ def test_non_member_cannot_read_a_shared_env(world):
 
 def test_shared_env_is_listed_for_members_only(world):
     _share(world)
-    bob_sees = run_as_user("hpcbob", sharing.shared_envs, world["shared"])
-    carol_sees = run_as_user("hpccarol", sharing.shared_envs, world["shared"])
+    bob_sees = run_as_user("hpcbob", sharedroot.shared_envs, world["shared"])
+    carol_sees = run_as_user("hpccarol", sharedroot.shared_envs, world["shared"])
     assert [(e.name, e.owner, e.group) for e in bob_sees.envs] == [("proj", "hpcalice", LAB)]
     assert bob_sees.warnings == ()
     assert carol_sees.envs == ()
@@ -421,7 +421,7 @@ def _share_killed_after(k: int, lab: Lab, name: str) -> int:
             os.setgroups(os.getgrouplist("hpcalice", alice.pw_gid))
             os.setgid(alice.pw_gid)
             os.setuid(alice.pw_uid)
-            os.environ["HPCENV_TEST_KILL_AFTER"] = str(k)
+            os.environ["_HPCENV_TEST_KILL_AFTER"] = str(k)
             journal._ticks, journal._hooks = 0, None
             sharing.share(
                 lab.prefix(name),

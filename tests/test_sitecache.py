@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from hpcenv import engine, sitelink
-from hpcenv.channel import PackageSpec, build_channel
+from hpcenv import engine, pkgcache, sitelink
+from hpcenv.channel import PackageRecipe, build_channel
 from tests.conftest import IS_ROOT, need
 from tests.fs import cli_env, hpcenv, snapshot, xfs_reflink
 from tests.users import chown_tree, ensure_users, hpcenv_as, readable_copy
@@ -30,18 +30,18 @@ KiB = 1024
 BIG = 256 * KiB  # per file: real extents, far above any metadata noise
 
 
-def _packages() -> list[PackageSpec]:
+def _packages() -> list[PackageRecipe]:
     return [
-        PackageSpec("alpha", "1.0", files={f"share/alpha/f{i}": bytes([65 + i]) * BIG for i in range(4)}),
-        PackageSpec(
+        PackageRecipe("alpha", "1.0", files={f"share/alpha/f{i}": bytes([65 + i]) * BIG for i in range(4)}),
+        PackageRecipe(
             "beta",
             "1.0",
             depends=("alpha",),
             files={"share/beta/data": b"b" * BIG, "bin/beta": "#!/bin/sh\necho beta\n"},
             executables=frozenset({"bin/beta"}),
         ),
-        PackageSpec("gamma", "1.0", files={"share/gamma/x": b"g" * (16 * KiB)}),
-        PackageSpec(
+        PackageRecipe("gamma", "1.0", files={"share/gamma/x": b"g" * (16 * KiB)}),
+        PackageRecipe(
             "odd",
             "1.0",
             files={"share/odd/secret": "s", "share/odd/open": "o", "bin/odd": "#!/bin/sh\n"},
@@ -387,7 +387,7 @@ def test_fill_makes_every_package_public_and_strips_setuid(ext4_site):
     assert all(m & 0o444 == 0o444 and not m & 0o022 for m in modes.values())
     assert stat.S_IMODE(site.layer.stat().st_mode) == 0o755
     assert stat.S_IMODE((site.layer / ".hpcenv").stat().st_mode) == 0o700
-    assert engine.check_cache_entry(entry, {0}) is None
+    assert pkgcache.check_cache_entry(entry, {0}) is None
     site.create("hpcalice", "e1", "odd")
 
 
@@ -398,13 +398,13 @@ def test_a_fill_killed_at_any_step_leaves_only_whole_packages_and_rerunning_fini
     k = 1
     while True:
         killed = site.run(
-            "root", "cache", "fill", "beta", "-c", site.url, HPCENV_TEST_KILL_AFTER=str(k)
+            "root", "cache", "fill", "beta", "-c", site.url, _HPCENV_TEST_KILL_AFTER=str(k)
         )
         visible = [
             n for n in os.listdir(site.layer) if not n.startswith(".") and not n.endswith(".lock")
         ]
         for name in visible:  # whatever a user can see is whole
-            assert engine.check_cache_entry(site.layer / name, {0}) is None, (k, name)
+            assert pkgcache.check_cache_entry(site.layer / name, {0}) is None, (k, name)
         if killed.returncode == 0:
             break
         assert killed.returncode == -9, killed.stderr
@@ -532,8 +532,8 @@ def layered(tmp_path):
     layer = tmp_path / "layer"
     layer.mkdir()
     for package in solution.packages:
-        entry = layer / engine.entry_name(package)
-        engine.write_cache_metadata(entry, engine.fetch_package(package, entry))
+        entry = layer / pkgcache.entry_name(package)
+        pkgcache.write_cache_metadata(entry, engine.fetch_package(package, entry))
     return solution, layer, tmp_path / "cache"
 
 
@@ -552,7 +552,7 @@ def test_a_view_entry_rattler_extracted_is_set_aside_and_linked_to_the_layer_aga
 
 def test_a_layer_entry_of_another_build_under_the_same_name_is_skipped(layered, tmp_path):
     solution, layer, cache = layered
-    engine.write_cache_metadata(layer / "alpha-1.0-0", "00" * 32)
+    pkgcache.write_cache_metadata(layer / "alpha-1.0-0", "00" * 32)
     warnings = engine.install(solution, tmp_path / "env", cache_dir=cache, layers=[layer])
     assert any("alpha-1.0-0" in w and "sha256 differs" in w for w in warnings)
     assert [p.name for p in sitelink.linked_from_layers(tmp_path / "env", [layer])] == ["beta"]

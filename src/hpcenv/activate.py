@@ -20,7 +20,6 @@ This module imports neither rattler nor rich: activation must start fast.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from hpcenv import shell as sh
 from hpcenv.errors import UsageError
+from hpcenv.fsops import atomic_write
 
 TOUCHED = ("CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_SHLVL", "PYTHONNOUSERSITE")
 _EXT = {"bash": "sh", "zsh": "sh", "sh": "sh", "fish": "fish", "tcsh": "csh"}
@@ -44,22 +44,7 @@ def hook_scripts(prefix: Path, kind: str, shell: str) -> list[str]:
     return [str(prefix / sub / n) for n in names]
 
 
-def env_vars(
-    prefix: Path, name: str, environ: Mapping[str, str] | None = None, no_user_site: bool = True
-) -> dict[str, str]:
-    """The activated environment as a dict (for `hpcenv run` and subprocesses)."""
-    env = dict(os.environ if environ is None else environ)
-    path = env.get("PATH")
-    env["PATH"] = f"{prefix}/bin" + (f":{path}" if path else "")
-    env["CONDA_PREFIX"] = str(prefix)
-    env["CONDA_DEFAULT_ENV"] = name
-    env["CONDA_SHLVL"] = str(_shlvl(env.get("CONDA_SHLVL")) + 1)
-    if no_user_site:
-        env["PYTHONNOUSERSITE"] = "1"
-    return env
-
-
-def _shlvl(value: str | None) -> int:
+def shlvl(value: str | None) -> int:
     try:
         return int(value or 0)
     except ValueError:
@@ -120,24 +105,14 @@ def posix_activation(prefix_word: str, *, name: str, no_user_site: bool = True) 
     return _posix(prefix_word, name, no_user_site, "sh")
 
 
-def write_static_script(prefix: Path, name: str, no_user_site: bool = True) -> Path:
-    path = prefix / "etc" / "hpcenv" / "activate.sh"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write(path, static_script(prefix, name=name, no_user_site=no_user_site), 0o644)
+def write_static_script(
+    prefix: Path, name: str, no_user_site: bool = True, *, build_dir: Path | None = None
+) -> Path:
+    """Write `PREFIX/etc/hpcenv/activate.sh`; with `build_dir`, into the env being built
+    there (the script names `prefix`, where the build is renamed to)."""
+    path = (build_dir or prefix) / "etc" / "hpcenv" / "activate.sh"
+    atomic_write(path, static_script(prefix, name=name, no_user_site=no_user_site), 0o644)
     return path
-
-
-def _write(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _is_current(path: Path, prefix: Path) -> bool:
@@ -161,6 +136,8 @@ def _own_writable_dir(path: Path) -> bool:
 def static_script_path(prefix: Path, state_dir: Path) -> Path:
     """Where the static script of `prefix` lives when the env does not hold it: in hpcenv's
     private state dir, keyed by the prefix's real path."""
+    import hashlib
+
     key = hashlib.sha256(os.fsencode(os.path.realpath(prefix))).hexdigest()[:16]
     return state_dir / "activate" / f"{key}.sh"
 
@@ -184,7 +161,7 @@ def ensure_static_script(
                     os.mkdir(d, 0o755)
                 if not _own_writable_dir(d):
                     raise PermissionError(f"{d} is not a directory of this user")
-            _write(inside, text, 0o644)
+            atomic_write(inside, text, 0o644)
             return inside
         except OSError:
             pass  # a read-only filesystem, a planted link: the state dir holds it instead
@@ -198,7 +175,7 @@ def ensure_static_script(
             return path
     except (OSError, UnicodeDecodeError):
         pass
-    _write(path, text, 0o600)
+    atomic_write(path, text, 0o600)
     return path
 
 
@@ -332,7 +309,7 @@ def _tcsh(prefix: Path, name: str, no_user_site: bool, environ: Mapping[str, str
     lines.append(f"setenv PATH {q(str(prefix) + '/bin' + (':' + path if path else ''))}")
     for key, value in _values(prefix, name, no_user_site).items():
         lines.append(f"setenv {key} {q(value)}")
-    lines.append(f"setenv CONDA_SHLVL {_shlvl(environ.get('CONDA_SHLVL')) + 1}")
+    lines.append(f"setenv CONDA_SHLVL {shlvl(environ.get('CONDA_SHLVL')) + 1}")
     lines.append(f"setenv _HPCENV_PREFIX {q(str(prefix))}")
     lines += [f"source {q(s)}" for s in hook_scripts(prefix, "activate", "tcsh")]
     lines.append("alias deactivate 'eval \"`hpcenv deactivate --shell tcsh`\"'")
@@ -378,44 +355,3 @@ def tcsh_deactivation(environ: Mapping[str, str]) -> str:
         "rehash",
     ]
     return "".join(f"{line};\n" for line in lines)
-
-
-def _has_hooks(prefix: Path) -> bool:
-    try:
-        return any(n.endswith(".sh") for n in os.listdir(prefix / "etc" / "conda" / "activate.d"))
-    except OSError:
-        return False
-
-
-def run_in_env(
-    prefix: Path,
-    name: str,
-    argv: list[str],
-    *,
-    state_dir: Path,
-    no_user_site: bool = True,
-) -> int:
-    """Replace this process with `argv` inside the env (`hpcenv run NAME -- CMD...`).
-
-    exec, not a child: the command's exit code is ours, and signals sent to this process
-    reach the command itself, with stdin and stdout untouched. When the env has activate.d
-    scripts, the command runs through the static script (made if missing) in bash, as conda
-    sources them, so bash syntax in them works. Returns only on error.
-    """
-    import shutil
-
-    if not argv:
-        raise UsageError("no command given", hint="hpcenv run NAME -- CMD [ARGS...]")
-    env = env_vars(prefix, name, no_user_site=no_user_site)
-    if shutil.which(argv[0], path=env["PATH"]) is None:
-        raise UsageError(f"command not found in {name} or on PATH: {argv[0]}")
-    if _has_hooks(prefix):
-        static = ensure_static_script(prefix, name, state_dir, no_user_site=no_user_site)
-        shell = shutil.which("bash") or "/bin/sh"
-        env = dict(os.environ)
-        argv = [shell, "-c", '. "$0" && exec "$@"', str(static), *argv]
-    try:
-        os.execvpe(argv[0], argv, env)
-    except OSError as exc:
-        raise UsageError(f"cannot run {argv[0]}: {exc.strerror}") from None
-    return 127

@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import random
 import sys
 import tarfile
 import zipfile
@@ -21,15 +20,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def native_subdir() -> str:
+    """conda's name for the platform this runs on (linux-64, linux-aarch64, osx-arm64, ...),
+    so the demo channel has packages for it wherever the tests or `selftest` run."""
+    import platform
+
+    machine = platform.machine().lower()
+    arch = {"x86_64": "64", "amd64": "64", "i686": "32", "arm64": "arm64"}.get(machine, machine)
+    system = {"darwin": "osx", "win32": "win"}.get(sys.platform, "linux")
+    if system == "linux" and arch == "arm64":
+        arch = "aarch64"
+    return f"{system}-{arch}"
+
+
 @dataclass(frozen=True)
-class PackageSpec:
+class PackageRecipe:
+    """How to build one conda package: its metadata, files, links and format (a recipe, not a
+    match spec)."""
+
     name: str
     version: str
     build: str = "0"
     build_number: int = 0
     depends: tuple[str, ...] = ()
     constrains: tuple[str, ...] = ()
-    subdir: str = "linux-64"
+    subdir: str = field(default_factory=native_subdir)
     noarch: str | None = None
     files: Mapping[str, bytes | str] = field(default_factory=dict)
     executables: frozenset[str] = frozenset()
@@ -75,7 +90,7 @@ def _tar_bytes(members: list[tuple[str, bytes | None, int, str | None]], mode: s
     return buf.getvalue()
 
 
-def _payload(spec: PackageSpec) -> tuple[list, list]:
+def _payload(spec: PackageRecipe) -> tuple[list, list]:
     members, paths = [], []
     for rel, content in sorted(spec.files.items()):
         data = content.encode() if isinstance(content, str) else content
@@ -101,7 +116,7 @@ def _payload(spec: PackageSpec) -> tuple[list, list]:
 _ARCH = {"64": "x86_64", "32": "x86"}  # conda's subdir suffix -> index.json arch
 
 
-def _info_members(spec: PackageSpec, paths: list) -> list:
+def _info_members(spec: PackageRecipe, paths: list) -> list:
     index = {
         "name": spec.name,
         "version": spec.version,
@@ -133,7 +148,7 @@ def _info_members(spec: PackageSpec, paths: list) -> list:
     ]
 
 
-def build_package(spec: PackageSpec, out_dir: Path) -> Path:
+def build_package(spec: PackageRecipe, out_dir: Path) -> Path:
     """Write one real package archive into `out_dir`; return its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     members, paths = _payload(spec)
@@ -155,7 +170,7 @@ def build_package(spec: PackageSpec, out_dir: Path) -> Path:
     return path
 
 
-def build_channel(channel_dir: Path, specs: Sequence[PackageSpec]) -> str:
+def build_channel(channel_dir: Path, specs: Sequence[PackageRecipe]) -> str:
     """Build every package into `channel_dir/<subdir>/`, index it, return its file:// URL."""
     from hpcenv import engine
 
@@ -174,7 +189,7 @@ def _tool(name: str, version: str) -> str:
     return f'#!/bin/sh\necho "{name} {version}"\necho "prefix: ${{CONDA_PREFIX:-none}}"\n'
 
 
-def demo_packages(python_executable: str | None = None) -> list[PackageSpec]:
+def demo_packages(python_executable: str | None = None) -> list[PackageRecipe]:
     """The packages tests and `hpcenv selftest` use: a venv-style python, a tool with
     activation scripts, noarch python packages in both formats, version constraints, a
     conflict, and pytorch/torchvision with CUDA and CPU builds of the same version."""
@@ -192,7 +207,7 @@ def demo_packages(python_executable: str | None = None) -> list[PackageSpec]:
         major, minor = map(int, out.stdout.split())
     pyver = f"{major}.{minor}"
     site = f"lib/python{pyver}/site-packages"
-    python = PackageSpec(
+    python = PackageRecipe(
         "python",
         f"{pyver}.0",
         files={
@@ -212,7 +227,7 @@ def demo_packages(python_executable: str | None = None) -> list[PackageSpec]:
     }
     specs = [
         python,
-        PackageSpec(
+        PackageRecipe(
             "demo-tool",
             "1.0",
             files={
@@ -222,7 +237,7 @@ def demo_packages(python_executable: str | None = None) -> list[PackageSpec]:
             },
             executables=frozenset({"bin/demo-tool"}),
         ),
-        PackageSpec(
+        PackageRecipe(
             "hello",
             "1.0",
             subdir="noarch",
@@ -233,7 +248,7 @@ def demo_packages(python_executable: str | None = None) -> list[PackageSpec]:
             },
             fmt="conda",
         ),
-        PackageSpec(
+        PackageRecipe(
             "hello",
             "2.0",
             subdir="noarch",
@@ -243,17 +258,19 @@ def demo_packages(python_executable: str | None = None) -> list[PackageSpec]:
                 "site-packages/hello/__init__.py": 'def greet():\n    return "hello from hpcenv 2"\n'
             },
         ),
-        PackageSpec("libnum", "1.0", files={"lib/libnum.txt": "libnum 1.0\n"}),
-        PackageSpec("libnum", "2.0", files={"lib/libnum.txt": "libnum 2.0\n"}),
-        PackageSpec(
+        PackageRecipe("libnum", "1.0", files={"lib/libnum.txt": "libnum 1.0\n"}),
+        PackageRecipe("libnum", "2.0", files={"lib/libnum.txt": "libnum 2.0\n"}),
+        PackageRecipe(
             "numtool",
             "1.0",
             depends=("libnum <2",),
             files={"bin/numtool": _tool("numtool", "1.0")},
             executables=frozenset({"bin/numtool"}),
         ),
-        PackageSpec("clash-a", "1.0", depends=("libnum >=2",), files={"share/clash-a.txt": "a\n"}),
-        PackageSpec(
+        PackageRecipe(
+            "clash-a", "1.0", depends=("libnum >=2",), files={"share/clash-a.txt": "a\n"}
+        ),
+        PackageRecipe(
             "cuda-version",
             "12.6",
             subdir="noarch",
@@ -274,7 +291,7 @@ def demo_packages(python_executable: str | None = None) -> list[PackageSpec]:
             else:
                 deps = [d + " cpu*" if d.startswith("pytorch") else d for d in deps]
             specs.append(
-                PackageSpec(
+                PackageRecipe(
                     name,
                     version,
                     build=f"{kind}_0",
@@ -284,21 +301,4 @@ def demo_packages(python_executable: str | None = None) -> list[PackageSpec]:
                     fmt="conda" if kind == "cpu" else "tar.bz2",
                 )
             )
-    return specs
-
-
-def synthetic_packages(
-    n_packages: int = 200, versions: int = 3, files_per_package: int = 100, seed: int = 0
-) -> list[PackageSpec]:
-    """A generated channel for benchmarks: packages depend on a few lower-numbered ones."""
-    rng = random.Random(seed)
-    specs = []
-    for i in range(n_packages):
-        deps = tuple(f"pkg{j:03d}" for j in sorted(rng.sample(range(i), min(i, 3))))
-        for v in range(versions):
-            files = {
-                f"share/pkg{i:03d}/f{k:03d}.txt": f"{i} {v} {k}\n" * 20
-                for k in range(files_per_package)
-            }
-            specs.append(PackageSpec(f"pkg{i:03d}", f"1.{v}", depends=deps, files=files))
     return specs

@@ -20,13 +20,20 @@ version:` instead of `# conda version:`), so conda's `remove`, `env export --fro
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hpcenv.fsops import atomic_write
+
+if TYPE_CHECKING:
+    from hpcenv.engine import PackageInfo
 
 SUBDIRS = ("noarch", "linux-64", "linux-aarch64", "linux-ppc64le", "osx-64", "osx-arm64",
            "win-64", "win-arm64", "linux-32", "win-32")  # fmt: skip
@@ -42,15 +49,12 @@ _VALUE_OPTIONS = {"-n", "--name", "-p", "--prefix", "-c", "--channel", "-f", "--
                   "--category", "--trust-level"}  # fmt: skip
 
 
-def spec_name(spec: str) -> str:
-    """The package name of a match spec ('numpy >=1.2', 'conda-forge::numpy=1', 'numpy[...]')."""
-    text = spec.strip().split("::")[-1]
-    if "/" in text:  # channel/subdir::name was split above; a bare channel/name is rare
-        text = text.rsplit("/", 1)[-1]
-    for i, ch in enumerate(text):
-        if ch in " =<>!~[":
-            return text[:i].lower()
-    return text.lower()
+def spec_name(spec: str) -> str | None:
+    """The package name of a spec in another tool's file, as rattler reads it (through the
+    engine); None for one it cannot read (such a line is skipped, never fatal)."""
+    from hpcenv.engine import spec_name_or_none
+
+    return spec_name_or_none(spec)
 
 
 # --------------------------------------------------------------------------- channels
@@ -218,10 +222,12 @@ def requested_from_history(
             elif action == "remove":
                 remove = specs
         for spec in remove:
-            requested.pop(spec_name(spec), None)
+            requested.pop(spec_name(spec) or spec, None)
             said = True
         for spec in update:
-            requested[spec_name(spec)] = spec
+            name = spec_name(spec)
+            if name is not None:
+                requested[name] = spec
             said = True
     return requested, said
 
@@ -270,3 +276,45 @@ def append_history(prefix: Path, entry: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _dist(p: PackageInfo) -> str:
+    return dist_string(p.name, p.version, p.build, p.channel, p.subdir)
+
+
+def write_records(
+    prefix: Path,
+    before: Iterable[PackageInfo],
+    after: Iterable[PackageInfo],
+    *,
+    update_specs: Sequence[str] = (),
+    remove_specs: Sequence[str] = (),
+    asked: Mapping[str, str] | None = None,
+) -> None:
+    """conda's side of a change: a history entry and the records' requested_spec."""
+    old = {p.key: p for p in before}
+    new = {p.key: p for p in after}
+    append_history(
+        prefix,
+        history_entry(
+            added=[_dist(new[k]) for k in new.keys() - old.keys()],
+            removed=[_dist(old[k]) for k in old.keys() - new.keys()],
+            update_specs=update_specs,
+            remove_specs=remove_specs,
+        ),
+    )
+    from hpcenv import engine
+
+    asked = dict(asked or {})
+    for p in engine.read_prefix(prefix).packages:
+        spec = asked.get(p.name)
+        if spec is None or p.record_path is None or p.requested[:1] == (spec,):
+            continue
+        path = Path(p.record_path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        data["requested_spec"] = spec
+        data["requested_specs"] = [spec]
+        atomic_write(path, json.dumps(data, indent=1), os.stat(path).st_mode & 0o777)

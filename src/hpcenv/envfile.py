@@ -11,6 +11,7 @@ conda means by them: that exact version and build.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,24 @@ MAX_BYTES = 1024 * 1024
 MAX_DEPENDENCIES = 10_000
 
 
-def read_environment_file(path: Path) -> dict[str, Any]:
-    """Parse an environment.yml into name, channels, specs and pip requirements."""
+@dataclass(frozen=True)
+class EnvironmentFile:
+    """What an environment.yml asks for. `cuda` / `gpu` come from the `hpcenv:` section that
+    `hpcenv export` writes for an env made with --cuda / --gpu."""
+
+    name: str | None
+    channels: tuple[str, ...]
+    specs: tuple[str, ...]
+    pip: tuple[str, ...]
+    cuda: str | None = None
+    gpu: bool = False
+
+
+def read_environment_file(path: Path) -> EnvironmentFile:
+    """Parse and check an environment.yml (see the module docstring)."""
     import yaml
 
-    text = _read_text(path, "environment file")
+    text = read_text(path, "environment file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -75,7 +89,18 @@ def read_environment_file(path: Path) -> dict[str, Any]:
             )
     if len(pip) > MAX_DEPENDENCIES:
         raise UsageError(f"{path}: more than {MAX_DEPENDENCIES} pip requirements")
-    return {"name": name, "channels": list(channels), "specs": specs, "pip": pip}
+    cuda, gpu = _cuda_choice(path, data.get("hpcenv"))
+    return EnvironmentFile(name, tuple(channels), tuple(specs), tuple(pip), cuda, gpu)
+
+
+def _cuda_choice(path: Path, section: Any) -> tuple[str | None, bool]:
+    """(cuda, gpu) from the `hpcenv:` section; anything but a mapping there is ignored."""
+    if not isinstance(section, dict):
+        return None, False
+    cuda = section.get("cuda")
+    if cuda is not None and not isinstance(cuda, (str, int, float)):
+        raise UsageError(f'{path}: hpcenv.cuda must be a version such as "12.4"')
+    return (str(cuda) if cuda is not None else None), section.get("gpu") is True
 
 
 def is_lockfile(path: Path) -> bool:
@@ -89,7 +114,7 @@ def is_lockfile(path: Path) -> bool:
     return "version:" in head and ("environments:" in head or "packages:" in head)
 
 
-def _read_text(path: Path, what: str) -> str:
+def read_text(path: Path, what: str) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

@@ -1,23 +1,5 @@
-"""CUDA: detect the driver, ask for CUDA builds, check a solution against the driver.
-
-Detection (`detect_cuda_driver`), in order:
-
-1. The library: the `library` argument, else `$HPCENV_LIBCUDA`, else `libcuda.so.1` (the
-   driver's soname, found by the dynamic loader). `HPCENV_LIBCUDA=none` means "no GPU here"
-   and stops there (admins, tests, a login node that has a driver but must not count as a GPU
-   node); an empty value counts as unset.
-2. The library is loaded with ctypes *in a child Python* (`python -I -S`, 30 s limit), as conda
-   does: a broken driver can hang or crash, and `cuInit` in our own process would make a later
-   fork unsafe. The child drops `CUDA_VISIBLE_DEVICES` (empty or invalid, it makes `cuInit`
-   fail although the node has GPUs), calls `cuInit(0)` and then `cuDriverGetVersion`
-   (12040 -> "12.4"). A non-zero return (`CUDA_ERROR_NO_DEVICE` on a node with a driver but no
-   GPU) or a version of 0 is a definite "no usable GPU": None, nothing else is asked.
-3. Only when the library could not be asked (not found, not a shared object, symbols missing,
-   the child crashed or timed out): `nvidia-smi` from PATH; its header line
-   "CUDA Version: 12.4" is the same number cuDriverGetVersion returns, read by the driver
-   itself, so no driver-version -> CUDA table is needed (`--query-gpu=driver_version` gives
-   "550.54.15", which would need one).
-4. Otherwise None. Detection never raises.
+"""CUDA builds: ask for them, choose the `__cuda` to solve for, check a solution against the
+driver. Pure: the driver itself is detected by `cuda_driver`.
 
 CUDA builds on conda-forge are told apart by their build string: pytorch, libtorch, torchvision,
 torchaudio, jaxlib and tensorflow builds start with ``cuda126_``/``cpu_``, onnxruntime's end
@@ -29,174 +11,21 @@ their ``__cuda`` dependency marks them as CUDA builds in reports.
 
 from __future__ import annotations
 
-import os
 import re
-import shlex
-import shutil
-import subprocess
-import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from hpcenv.errors import UsageError
+from hpcenv.settings import DEFAULT_GPU_PACKAGES
+from hpcenv.strenum import StrEnum
 
-LIBCUDA_ENV = "HPCENV_LIBCUDA"
-DEFAULT_LIBCUDA = "libcuda.so.1"
-PROBE_TIMEOUT_S = 30.0
+if TYPE_CHECKING:
+    from hpcenv.cuda_driver import CudaDriver
 
-# Packages with CPU and CUDA builds on conda-forge (settings key `gpu.packages` overrides it).
-DEFAULT_GPU_PACKAGES: tuple[str, ...] = (
-    "pytorch",
-    "torchvision",
-    "torchaudio",
-    "libtorch",
-    "jaxlib",
-    "tensorflow",
-    "tensorflow-base",
-    "cupy",
-    "cupy-core",
-    "onnxruntime",
-)
 # CUDA-only on conda-forge and without a cuda tag in the build string: never forced.
 NO_CPU_BUILD_PACKAGES = frozenset({"cupy", "cupy-core"})
 CUDA_BUILD_GLOB = "*cuda*"
-
-# ---------------------------------------------------------------------------------- detection
-
-
-@dataclass(frozen=True)
-class CudaDriver:
-    """The CUDA version the node's driver supports, and where it was read."""
-
-    version: str  # "12.4"
-    source: Literal["libcuda", "nvidia-smi"]
-    path: str | None  # the libcuda that answered, or the nvidia-smi that was run
-
-
-# Runs in `python -I -S`: stdlib only. Prints one line: "ok VERSION PATH", "error CODE" (the
-# driver answered no) or "unavailable WHY" (it could not be asked).
-_PROBE = r"""
-import ctypes, sys
-name = sys.argv[1]
-try:
-    lib = ctypes.CDLL(name)
-    init, get_version = lib.cuInit, lib.cuDriverGetVersion
-except (OSError, AttributeError) as exc:
-    print("unavailable", str(exc).replace("\n", " ")); sys.exit(0)
-init.argtypes, init.restype = [ctypes.c_uint], ctypes.c_int
-get_version.argtypes, get_version.restype = [ctypes.POINTER(ctypes.c_int)], ctypes.c_int
-code = init(0)
-if code != 0:
-    print("error", code); sys.exit(0)
-value = ctypes.c_int(0)
-code = get_version(ctypes.byref(value))
-if code != 0:
-    print("error", code); sys.exit(0)
-path = name
-try:
-    class Info(ctypes.Structure):
-        _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p),
-                    ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
-    info = Info()
-    if ctypes.CDLL(None).dladdr(ctypes.cast(get_version, ctypes.c_void_p), ctypes.byref(info)):
-        path = info.fname.decode()
-except Exception:
-    pass
-print("ok", value.value, path)
-"""
-
-
-def _version_from_int(value: int) -> str:
-    """cuDriverGetVersion's 1000*major + 10*minor: 12040 -> "12.4"."""
-    return f"{value // 1000}.{(value % 1000) // 10}"
-
-
-def _start_probe(library: str) -> subprocess.Popen | tuple[str, str]:
-    """The probe child, started; or ("unavailable", why) when it cannot start."""
-    if not sys.executable:
-        return "unavailable", "no Python interpreter to run the probe"
-    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _PROBE, library],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-    except OSError as exc:
-        return "unavailable", str(exc)
-
-
-def _probe_answer(child: subprocess.Popen | tuple[str, str]) -> tuple[str, str]:
-    """("ok", "12.4 PATH") | ("error", code) | ("unavailable", why)."""
-    if isinstance(child, tuple):
-        return child
-    try:
-        out, _ = child.communicate(timeout=PROBE_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.communicate()
-        return "unavailable", f"probe did not answer in {PROBE_TIMEOUT_S} s"
-    status, _, detail = out.strip().partition(" ")
-    if child.returncode != 0 or status not in ("ok", "error", "unavailable"):
-        return "unavailable", f"probe exited with {child.returncode}"
-    return status, detail
-
-
-def _from_nvidia_smi() -> CudaDriver | None:
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        done = subprocess.run([exe], capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.search(r"CUDA Version\s*:\s*(\d+)\.(\d+)", done.stdout)
-    if match is None:  # "No devices were found", "CUDA Version: N/A", not a driver
-        return None
-    return CudaDriver(f"{int(match[1])}.{int(match[2])}", "nvidia-smi", exe)
-
-
-def detect_cuda_driver(library: str | None = None) -> CudaDriver | None:
-    """The node's CUDA driver version, or None when there is no usable one (never raises)."""
-    return detect_cuda_driver_soon(library)()
-
-
-def detect_cuda_driver_soon(library: str | None = None) -> Callable[[], CudaDriver | None]:
-    """Start detecting now; the returned function waits for the answer. The probe is a child
-    process (~10 ms), so a caller overlaps it with its own work (create: the engine import)."""
-    library = library or os.environ.get(LIBCUDA_ENV) or DEFAULT_LIBCUDA
-    if library.strip().lower() == "none":
-        return lambda: None
-    child = _start_probe(library)
-    answer: list[CudaDriver | None] = []
-
-    def wait() -> CudaDriver | None:
-        if not answer:
-            answer.append(_driver_from(library, *_probe_answer(child)))
-        return answer[0]
-
-    return wait
-
-
-def _driver_from(library: str, status: str, detail: str) -> CudaDriver | None:
-    if status == "ok":
-        value, _, path = detail.partition(" ")
-        if value.isdigit() and int(value) > 0:
-            return CudaDriver(_version_from_int(int(value)), "libcuda", path or library)
-        return None
-    if status == "error":
-        return None
-    return _from_nvidia_smi()
-
-
-def is_gpu_node(library: str | None = None) -> bool:
-    """True when this node has a CUDA driver with at least one usable GPU."""
-    return detect_cuda_driver(library) is not None
-
 
 # ------------------------------------------------------------------------------- versions
 
@@ -258,88 +87,54 @@ def _needs_cuda_driver(depends: Sequence[str]) -> bool:
 
 # ---------------------------------------------------------------------------- spec forcing
 
-_NAME = re.compile(r"^(?P<name>[A-Za-z0-9_][A-Za-z0-9_.\-]*)(?P<rest>.*)$", re.DOTALL)
-_OP = r"(?:==|!=|>=|<=|~=|>|<|=)"
-_ATOM = rf"{_OP}?[0-9A-Za-z_.*+!]+"
-_VERSION = re.compile(rf"^{_ATOM}(?:[,|]{_ATOM})*$")
-_VERSION_THEN_BUILD = re.compile(rf"^(?P<v>{_ATOM}(?:[,|]{_ATOM})*)(?:=(?P<b>[^=\s]+))?$")
-_BARE_OP = re.compile(rf"^{_OP}$")
-
-
-def _split_channel(spec: str) -> tuple[str, str]:
-    channel, sep, body = spec.strip().rpartition("::")
-    return (channel + sep, body)
-
-
-def _spec_names(specs: Sequence[str]) -> list[str]:
-    """The package names of `specs`, as rattler reads them (through the engine)."""
-    from hpcenv import engine
-
-    return [engine.spec_name(s) for s in specs]
-
 
 def _cannot_read(spec: str, name: str) -> UsageError:
     return UsageError(
         f"cannot read the spec {spec!r} to ask for its CUDA build",
-        hint=f"write it as NAME VERSION, e.g. '{name} >=2.4', or give the build yourself: '{name} * *cuda*'",
+        hint=f"write it as NAME VERSION, e.g. '{name} >=2.4', or give the build yourself: "
+        f"'{name} * *cuda*'",
     )
-
-
-def _version_and_build(spec: str, name: str, rest: str) -> tuple[str, str | None]:
-    """The version constraint and build string of the part after the name."""
-    if not rest.strip():
-        return "*", None
-    if rest.lstrip().startswith("["):
-        if re.search(r"\bbuild\s*=", rest):
-            return "*", rest  # the user chose a build: left alone
-        raise _cannot_read(spec, name)
-    glued = not rest[0].isspace()
-    tokens = rest.split()
-    if len(tokens) > 1 and _BARE_OP.match(tokens[0]):  # "pytorch >= 2.4"
-        tokens = [tokens[0] + tokens[1], *tokens[2:]]
-    if len(tokens) > 2:
-        raise _cannot_read(spec, name)
-    version, build = tokens[0], tokens[1] if len(tokens) == 2 else None
-    if glued and version.startswith("=") and not version.startswith("=="):
-        if build is not None:
-            raise _cannot_read(spec, name)
-        version, _, build = version[1:].partition("=")  # conda's name=VER[=BUILD]
-        if not re.fullmatch(r"[0-9A-Za-z_.*+!]+", version) or "=" in build:
-            raise _cannot_read(spec, name)
-        version, build = "=" + version, build or None
-    elif glued:
-        match = _VERSION_THEN_BUILD.match(version)  # name>=2.4=cuda*
-        if not match or (match["b"] and build is not None):
-            raise _cannot_read(spec, name)
-        version, build = match["v"], match["b"] or build
-    if not _VERSION.match(version):
-        raise _cannot_read(spec, name)
-    if version.startswith("=") and not version.startswith("==") and not re.search(r"[,|]", version):
-        version = version[1:] if version.endswith("*") else version[1:] + ".*"  # =2.5.1 -> 2.5.1.*
-    return version, build
 
 
 def force_gpu_specs(specs: Sequence[str], table: Iterable[str] = DEFAULT_GPU_PACKAGES) -> list[str]:
     """Require the CUDA build of every spec naming a table package: "pytorch>=2.4" ->
-    "pytorch >=2.4 *cuda*". Specs with a build string, and all others, are returned unchanged;
-    a table spec that cannot be read is a UsageError rather than a guess."""
+    "pytorch >=2.4 *cuda*" (the version as rattler reads it). Specs with a build string, and
+    all others, are returned unchanged; a table spec rattler cannot read unambiguously is a
+    UsageError rather than a guess."""
     names = {n.lower() for n in table} - NO_CPU_BUILD_PACKAGES
+    if not any(n in spec.lower() for spec in specs for n in names):
+        return list(specs)  # no spec can name a table package: skip the engine's import
+    from hpcenv import engine
+
     forced = []
     for spec in specs:
-        prefix, body = _split_channel(spec)
-        match = _NAME.match(body)
-        if not match or match["name"].lower() not in names:
+        try:
+            parts = engine.parse_spec(spec)
+        except UsageError:
+            guess = re.match(r"[A-Za-z0-9_.\-]*", spec.strip().rpartition("::")[2])
+            raise _cannot_read(spec, guess[0] if guess and guess[0] else "NAME") from None
+        if parts.name not in names:
             forced.append(spec)
             continue
-        version, build = _version_and_build(spec, match["name"], match["rest"])
-        if build is not None and build != "*":
-            forced.append(spec)
-        else:
-            forced.append(f"{prefix}{match['name']} {version} {CUDA_BUILD_GLOB}")
+        if parts.ambiguous or parts.has_other_fields or (parts.build and " " in parts.build):
+            raise _cannot_read(spec, parts.name)
+        if parts.build is not None and parts.build != "*":
+            forced.append(spec)  # the user chose a build: left alone
+            continue
+        channel = spec.strip().rpartition("::")[0]
+        prefix = f"{channel}::" if channel else ""
+        forced.append(f"{prefix}{parts.name} {parts.version or '*'} {CUDA_BUILD_GLOB}")
     return forced
 
 
 # --------------------------------------------------------------------------- choosing __cuda
+
+
+class CudaSource(StrEnum):
+    FLAG = "flag"
+    DETECTED = "detected"
+    SITE = "site"
+    NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -347,7 +142,7 @@ class CudaChoice:
     """The `__cuda` version given to the solver (None: none) and where it came from."""
 
     version: str | None
-    source: Literal["flag", "detected", "site", "none"]
+    source: CudaSource
     warnings: tuple[str, ...] = ()
 
 
@@ -385,18 +180,18 @@ def resolve_cuda(
                 f"--cuda {flag} is above the GPU nodes' CUDA driver ({site}, site config): "
                 f"CUDA builds chosen for it may not run there"
             )
-        return CudaChoice(flag, "flag", tuple(warnings))
+        return CudaChoice(flag, CudaSource.FLAG, tuple(warnings))
     if detected is not None:
-        return CudaChoice(detected.version, "detected")
+        return CudaChoice(detected.version, CudaSource.DETECTED)
     if site is not None:
-        return CudaChoice(site, "site")
+        return CudaChoice(site, CudaSource.SITE)
     if gpu:
         raise UsageError(
             "--gpu needs the CUDA version of the GPU nodes' driver, and this node has no GPU",
             hint='pass --cuda 12.4, or set cuda_version = "12.4" under [gpu] in the site config '
             "(or HPCENV_GPU_CUDA_VERSION=12.4)",
         )
-    return CudaChoice(None, "none")
+    return CudaChoice(None, CudaSource.NONE)
 
 
 # ------------------------------------------------------------------------- checking a solution
@@ -417,6 +212,12 @@ class GpuPackage:
     cuda_min: str | None  # from its `__cuda` dependency, if any
 
 
+class DriverStatus(StrEnum):
+    OK = "ok"
+    TOO_OLD = "too_old"
+    UNKNOWN = "unknown"
+
+
 @dataclass(frozen=True)
 class GpuReport:
     """The CUDA side of a solution or an installed environment."""
@@ -426,7 +227,7 @@ class GpuReport:
     required_cuda: str | None  # the highest `__cuda` lower bound
     required_by: str | None  # "pytorch 2.5.1 cuda126_…" or "cuda-version 12.6"
     driver_version: str | None
-    driver_status: Literal["ok", "too_old", "unknown"]
+    driver_status: DriverStatus
 
 
 def gpu_report(
@@ -459,13 +260,13 @@ def gpu_report(
             required = need
             required_by = f"{pkg.name} {pkg.version} {pkg.build}"
     if not cuda_builds and required is None:
-        status = "ok"
+        status = DriverStatus.OK
     elif driver is None:
-        status = "unknown"
+        status = DriverStatus.UNKNOWN
     elif required is None or version_at_least(driver, required):
-        status = "ok"
+        status = DriverStatus.OK
     else:
-        status = "too_old"
+        status = DriverStatus.TOO_OLD
     return GpuReport(tuple(cuda_builds), tuple(cpu_builds), required, required_by, driver, status)
 
 
@@ -486,7 +287,7 @@ def check_gpu_solution(report: GpuReport, forced: bool) -> list[str]:
             hint=f"name it in the specs so hpcenv asks for its CUDA build (e.g. '{first.name}'), "
             "or drop a CPU build string from the spec",
         )
-    if report.driver_status == "too_old":
+    if report.driver_status is DriverStatus.TOO_OLD:
         raise UsageError(
             f"the environment needs CUDA driver >= {report.required_cuda} ({report.required_by}) "
             f"but the driver supports CUDA {report.driver_version}",
@@ -499,7 +300,7 @@ def check_gpu_solution(report: GpuReport, forced: bool) -> list[str]:
             f"{_names(report.cpu_builds)} resolved to CPU builds although the GPU driver supports "
             f"CUDA {report.driver_version}; add --gpu for the CUDA builds"
         )
-    if report.driver_status == "unknown":
+    if report.driver_status is DriverStatus.UNKNOWN:
         subject = _names(report.cuda_builds) or report.required_by
         need = (
             f" need CUDA driver >= {report.required_cuda}"
@@ -517,100 +318,51 @@ def check_gpu_solution(report: GpuReport, forced: bool) -> list[str]:
     return warnings
 
 
-# ------------------------------------------------------------------------------ old recipe
-
-_OLD_CHANNELS = frozenset({"pytorch", "nvidia", "pytorch-nightly"})
-_PYTORCH_FAMILY = frozenset({"pytorch", "torchvision", "torchaudio", "pytorch-cuda", "cpuonly"})
-_DROPPED = frozenset({"pytorch-cuda", "cpuonly", "pytorch-mutex"})
+# ------------------------------------------------------------------------- one solve's plan
 
 
 @dataclass(frozen=True)
-class OldRecipe:
-    """The `-c pytorch -c nvidia` recipe, and its conda-forge equivalent."""
+class CudaPlan:
+    """What `--gpu` / `--cuda` mean for one solve: the `__cuda` to solve for, the specs
+    (with `--gpu`, the table packages' forced to CUDA builds), the driver version the solution
+    is checked against, and warnings about the choice."""
 
-    explanation: tuple[str, str]
+    cuda: str | None
     specs: tuple[str, ...]
-    channels: tuple[str, ...]
-    gpu: bool
-    requested_cuda: str | None  # from pytorch-cuda=12.1; not pinned, see `note`
-    note: str | None
-    command: str
+    driver: str | None
+    forced: bool
+    warnings: tuple[str, ...] = ()
 
 
-_SUBDIR = re.compile(r"^(?:noarch|(?:linux|osx|win|emscripten|wasi)-\w+)$")
+@dataclass(frozen=True)
+class SolutionCheck:
+    report: GpuReport
+    warnings: tuple[str, ...]
 
 
-def _channel_name(channel: str) -> str:
-    """ "pytorch", "https://conda.anaconda.org/pytorch/", "nvidia/label/cuda-12.1" -> the name."""
-    parts = [p for p in channel.strip().lower().split("/") if p]
-    if "label" in parts:
-        parts = parts[: parts.index("label")]
-    while parts and _SUBDIR.match(parts[-1]):
-        parts.pop()
-    return parts[-1] if parts else ""
+def plan_cuda(
+    specs: Sequence[str],
+    *,
+    cuda_flag: str | None,
+    gpu: bool,
+    site_cuda: str | None,
+    detected: CudaDriver | None,
+    table: Iterable[str] = DEFAULT_GPU_PACKAGES,
+) -> CudaPlan:
+    """The plan for a solve of `specs`, given this node's detected driver (or None)."""
+    if not gpu and cuda_flag is None:
+        driver = detected.version if detected else site_cuda
+        return CudaPlan(None, tuple(specs), driver, False)
+    choice = resolve_cuda(cuda_flag, site_cuda, detected, gpu)
+    forced = force_gpu_specs(specs, table) if gpu else list(specs)
+    driver = detected.version if detected else (site_cuda or choice.version)
+    return CudaPlan(choice.version, tuple(forced), driver, gpu, choice.warnings)
 
 
-def old_recipe(
-    specs: Sequence[str], channels: Sequence[str], name: str = "NAME"
-) -> OldRecipe | None:
-    """Recognise PyTorch from the pytorch/nvidia channels and say what to do on conda-forge.
-
-    pytorch-cuda=X is not turned into a `cuda-version X.*` pin: on conda-forge the CUDA build
-    follows the driver (`__cuda`), and conda-forge builds PyTorch for its own CUDA versions
-    (12.6, 12.8, 12.9, …), so a 12.1 pin would usually leave no build to install.
-    """
-    prefixed = [_channel_name(_split_channel(s)[0][:-2]) for s in specs if "::" in s]
-    old_channels = {_channel_name(c) for c in channels} | set(prefixed)
-    if not any(f in s.lower() for s in specs for f in _PYTORCH_FAMILY):
-        return None  # no spec can name the family: skip parsing them (the engine's import)
-    spec_names = _spec_names(specs)
-    uses_family = any(n in _PYTORCH_FAMILY for n in spec_names)
-    if not uses_family or not (old_channels & _OLD_CHANNELS or "pytorch-cuda" in spec_names):
-        return None
-    requested_cuda = None
-    new_specs = []
-    for spec, spec_name in zip(specs, spec_names, strict=True):
-        if spec_name == "pytorch-cuda":
-            found = re.search(r"(\d+(?:\.\d+)?)", _split_channel(spec)[1][len("pytorch-cuda") :])
-            requested_cuda = found[1] if found else None
-        if spec_name in _DROPPED:
-            continue
-        prefix, body = _split_channel(spec)
-        new_specs.append(body if _channel_name(prefix[:-2]) in _OLD_CHANNELS else spec.strip())
-    gpu = "cpuonly" not in spec_names
-    extra = [
-        c
-        for c in dict.fromkeys(channels)
-        if _channel_name(c) not in _OLD_CHANNELS | {"conda-forge"}
-    ]
-    command = ["hpcenv", "create", name, *new_specs]
-    for channel in extra:
-        command += ["-c", channel]
-    if gpu:
-        command.append("--gpu")
-    note = None
-    if requested_cuda:
-        note = (
-            f"pytorch-cuda={requested_cuda} is not pinned: conda-forge picks the CUDA build the "
-            f"GPU driver supports; on a node without a GPU add --cuda {requested_cuda} "
-            "or set gpu.cuda_version in the site config"
-        )
-    second = (
-        "conda-forge carries CUDA builds of PyTorch: drop -c pytorch -c nvidia and pytorch-cuda, "
-        "and ask for the CUDA build with --gpu."
-        if gpu
-        else "conda-forge carries CPU builds of PyTorch: drop -c pytorch and cpuonly."
-    )
-    return OldRecipe(
-        explanation=(
-            "The pytorch channel stopped publishing conda packages after PyTorch 2.5, "
-            "and the nvidia channel was only needed beside it.",
-            second,
-        ),
-        specs=tuple(new_specs),
-        channels=("conda-forge", *extra),
-        gpu=gpu,
-        requested_cuda=requested_cuda,
-        note=note,
-        command=shlex.join(command),
-    )
+def check_solution(
+    plan: CudaPlan, packages: Iterable[PackageLike], table: Iterable[str] = DEFAULT_GPU_PACKAGES
+) -> SolutionCheck:
+    """The solution's GPU report against the plan's driver: refused (UsageError) when it
+    cannot do what was asked, warnings for the rest (`check_gpu_solution`)."""
+    report = gpu_report(packages, plan.driver, table)
+    return SolutionCheck(report, tuple(check_gpu_solution(report, forced=plan.forced)))

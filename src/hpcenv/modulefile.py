@@ -29,11 +29,13 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from hpcenv.errors import RefusedError, UsageError
-from hpcenv.storage import validate_name
+from hpcenv.fsops import atomic_write
+from hpcenv.settings import Settings
+from hpcenv.storage import Layout, validate_name
 
 FAMILY = "hpcenv"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -203,17 +205,7 @@ def write_modulefile(text: str, to_dir: Path, name: str) -> Path:
             hint=f"use a directory only you (or admins) can write, or `chmod o-w {to_dir}`",
         )
     target = to_dir / f"{name}.lua"
-    fd, tmp = tempfile.mkstemp(dir=to_dir, prefix=".hpcenv-module-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as out:
-            out.write(text)
-            out.flush()
-            os.fchmod(out.fileno(), 0o644)
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, text, 0o644)
     return target
 
 
@@ -234,3 +226,32 @@ def _make_dirs(path: Path) -> None:
         os.chmod(directory, 0o755)
     if not path.is_dir():
         raise UsageError(f"{path} is not a directory", hint="give a directory for modulefiles")
+
+
+@dataclass(frozen=True)
+class Module:
+    """A modulefile's text and the name `module load` knows it by."""
+
+    name: str
+    text: str
+
+
+def module_for_env(layout: Layout, settings: Settings, env: str) -> Module:
+    """`hpcenv modulefile NAME`: the env checked for use (`trust.resolve_for_use`: a module
+    puts its bin/ first on PATH), then its modulefile."""
+    from hpcenv.trust import resolve_for_use
+
+    usable = resolve_for_use(layout, env)
+    name = usable.name or usable.prefix.name
+    return Module(
+        name, env_modulefile(usable.prefix, name=name, no_user_site=settings.no_user_site)
+    )
+
+
+def module_for_hpcenv(settings: Settings, hpcenv_bin: Path, version: str) -> Module:
+    """`hpcenv modulefile --self`: the module that puts this hpcenv on PATH (for admins)."""
+    site = settings.site_config if settings.site_config and settings.site_config.exists() else None
+    text = self_modulefile(
+        hpcenv_bin=hpcenv_bin, version=version, storage_var=settings.storage_var, site_config=site
+    )
+    return Module(version, text)

@@ -164,7 +164,7 @@ def limit_installed(
     `protect`: site cache entries the env linked from. Their files hardlinked into the env
     (only root or the cache's owner can hardlink them) are the site's, never chmodded here:
     a strict umask of root's would otherwise take every user's read access away."""
-    from hpcenv.engine import package_cache_dir
+    from hpcenv.pkgcache import package_cache_dir
     from hpcenv.trust import read_share_info
 
     pkgs = package_cache_dir(cache_dir)

@@ -27,7 +27,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from hpcenv.errors import UsageError
-from hpcenv.registry import META_DIR, atomic_write
+from hpcenv.fsops import atomic_write
+from hpcenv.registry import META_DIR
 
 RECORD_FILE = "pypi.json"
 PENDING_FILE = "pypi-pending.json"

@@ -22,51 +22,24 @@ by a plain rattler script, for example).
 
 from __future__ import annotations
 
-import json
 import os
 import stat
+from collections import namedtuple
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hpcenv.errors import RefusedError, UsageError
+from hpcenv.fsops import atomic_write
 from hpcenv.storage import Layout, ensure_state_dir, validate_env_name
+from hpcenv.strenum import StrEnum
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: activation's hot path
+if TYPE_CHECKING:
+    from typing import Any
 
 META_DIR = Path("etc") / "hpcenv"
 TMP_MARK = ".hpcenv-tmp-"
 ENVIRONMENTS_TXT_LIMIT = 16 * 1024 * 1024
-
-# The user-level condarc files conda reads (conda's search path, less the system ones),
-# relative to HOME; $XDG_CONFIG_HOME/conda/*, $CONDARC and $CONDA_PREFIX/.condarc are added.
-CONDARC_FILES = (".condarc", ".conda/.condarc", ".conda/condarc", ".config/conda/.condarc",
-                 ".config/conda/condarc")  # fmt: skip
-
-
-# --------------------------------------------------------------------------- small file helpers
-
-
-def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
-    """Replace `path` in one step: write a sibling, fsync it, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, raw)
-        os.fsync(fd)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def is_env(prefix: Path) -> bool | None:
@@ -80,80 +53,17 @@ def is_env(prefix: Path) -> bool | None:
     return stat.S_ISDIR(st.st_mode)
 
 
-# --------------------------------------------------------------------------- conda's config
-
-
-def condarc_paths(home: Path, environ: Mapping[str, str] | None = None) -> list[Path]:
-    """The user-level condarc files that exist, in conda's reading order."""
-    env = os.environ if environ is None else environ
-    paths = [home / name for name in CONDARC_FILES]
-    xdg = env.get("XDG_CONFIG_HOME")
-    if xdg:
-        paths += [Path(xdg) / "conda" / ".condarc", Path(xdg) / "conda" / "condarc"]
-    if env.get("CONDA_PREFIX"):
-        paths.append(Path(env["CONDA_PREFIX"]) / ".condarc")
-    if env.get("CONDARC"):
-        paths.append(Path(os.path.expanduser(env["CONDARC"])))
-    out = []
-    for p in dict.fromkeys(paths):
-        try:
-            if p.is_file():
-                out.append(p)
-        except OSError:
-            continue
-    return out
-
-
-def _expand(text: str, home: Path, environ: Mapping[str, str]) -> Path:
-    if text.startswith("~"):
-        text = str(home) + text[1:]
-    for key, value in environ.items():
-        text = text.replace("${" + key + "}", value).replace("$" + key, value)
-    return Path(os.path.abspath(text))
-
-
-def envs_dirs(layout: Layout, environ: Mapping[str, str] | None = None) -> list[Path]:
-    """Where named envs live: hpcenv's envs dir first, then conda's `envs_dirs` (condarc
-    files, $CONDA_ENVS_PATH / $CONDA_ENVS_DIRS)."""
-    env = os.environ if environ is None else environ
-    dirs = [layout.envs_dir]
-    for var in ("CONDA_ENVS_PATH", "CONDA_ENVS_DIRS"):
-        for part in (env.get(var) or "").replace(",", os.pathsep).split(os.pathsep):
-            if part.strip():
-                dirs.append(_expand(part.strip(), layout.home, env))
-    for path in condarc_paths(layout.home, env):
-        data = _read_yaml(path)
-        if not isinstance(data, dict):
-            continue
-        for key in ("envs_dirs", "envs_path"):
-            entries = data.get(key)
-            for entry in entries if isinstance(entries, list) else []:
-                if isinstance(entry, str) and entry.strip():
-                    dirs.append(_expand(entry.strip(), layout.home, env))
-    return list(dict.fromkeys(dirs))
-
-
-def _read_yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-
-
 # --------------------------------------------------------------------------- environments.txt
 
 
-@dataclass(frozen=True)
-class EnvironmentsTxt:
-    """conda's ~/.conda/environments.txt as read: its prefixes, and why it cannot be rewritten
-    exactly (None when it can, or when it does not exist yet)."""
+class EnvironmentsTxt(
+    namedtuple("EnvironmentsTxt", ["path", "prefixes", "problem", "exists"], defaults=[None, False])
+):
+    """conda's ~/.conda/environments.txt as read: its path, its prefixes, why it cannot be
+    rewritten exactly (None when it can, or when it does not exist yet), whether it exists.
+    (This module's values are named tuples: activation reads it; see `settings.Settings`.)"""
 
-    path: Path
-    prefixes: tuple[Path, ...]
-    problem: str | None = None
-    exists: bool = False
+    __slots__ = ()
 
 
 def read_environments_txt(layout: Layout) -> EnvironmentsTxt:
@@ -238,6 +148,8 @@ def _registry_path(layout: Layout) -> Path:
 def read_registry(layout: Layout) -> dict[str, dict[str, Any]]:
     """hpcenv's own record of the envs it made: {prefix: {"name": name or None}}."""
     try:
+        import json
+
         data = json.loads(_registry_path(layout).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
@@ -257,6 +169,8 @@ def set_registered(
     if present:
         registry[str(prefix)] = {"name": name}
     if registry != before:
+        import json
+
         atomic_write(_registry_path(layout), json.dumps(registry, indent=2) + "\n", 0o600)
     if present:
         _update_environments_txt(layout, [prefix], list(also))
@@ -272,18 +186,26 @@ def needs_environments_txt_write(layout: Layout, prefix: Path, present: bool) ->
 # --------------------------------------------------------------------------- discovery
 
 
-@dataclass(frozen=True)
-class KnownEnv:
-    prefix: Path
-    name: str | None
-    found_in: tuple[str, ...]  # envs-dir, registry, environments.txt, shared
-    owner: str | None = None  # "alice (group proj)" for a shared group env
+class FoundIn(StrEnum):
+    """Where `discover` found an env (see the module docstring)."""
+
+    ENVS_DIR = "envs-dir"
+    REGISTRY = "registry"
+    ENVIRONMENTS_TXT = "environments.txt"
+    SHARED = "shared"
 
 
-@dataclass(frozen=True)
-class Discovery:
-    envs: tuple[KnownEnv, ...]
-    warnings: tuple[str, ...] = ()
+class KnownEnv(namedtuple("KnownEnv", ["prefix", "name", "found_in", "owner"], defaults=[None])):
+    """An env `discover` found: its prefix, name (None for one known by path), where it was
+    found (`FoundIn`s), and for a shared group env its owner ("alice (group proj)")."""
+
+    __slots__ = ()
+
+
+class Discovery(namedtuple("Discovery", ["envs", "warnings"], defaults=[()])):
+    """Every env (`KnownEnv`s) and what could not be read."""
+
+    __slots__ = ()
 
     def prefixes(self) -> dict[Path, str | None]:
         return {e.prefix: e.name for e in self.envs}
@@ -311,7 +233,7 @@ def discover(
     found: dict[str, KnownEnv] = {}
     warnings: list[str] = []
 
-    def add(prefix: Path, name: str | None, source: str, owner: str | None = None) -> None:
+    def add(prefix: Path, name: str | None, source: FoundIn, owner: str | None = None) -> None:
         key = os.path.realpath(prefix)
         old = found.get(key)
         if old is None:
@@ -321,27 +243,29 @@ def discover(
                 old.prefix, old.name or name, (*old.found_in, source), old.owner or owner
             )
 
+    from hpcenv.condarc import envs_dirs
+
     dirs = envs_dirs(layout, environ)
     for directory in dirs:
         for prefix in _envs_in(directory):
-            add(prefix, prefix.name, "envs-dir")
+            add(prefix, prefix.name, FoundIn.ENVS_DIR)
     for prefix, rec in read_registry(layout).items():
         name = rec.get("name") if isinstance(rec, dict) else None
-        add(Path(prefix), name if isinstance(name, str) else None, "registry")
+        add(Path(prefix), name if isinstance(name, str) else None, FoundIn.REGISTRY)
     txt = read_environments_txt(layout)
     if txt.problem:
         warnings.append(f"{txt.path} {txt.problem}; read what could be read")
     in_dirs = {os.path.realpath(d) for d in dirs}
     for prefix in txt.prefixes:
         name = prefix.name if os.path.realpath(prefix.parent) in in_dirs else None
-        add(prefix, name, "environments.txt")
+        add(prefix, name, FoundIn.ENVIRONMENTS_TXT)
     if shared_root is not None:
-        from hpcenv.sharing import shared_envs
+        from hpcenv.sharedroot import shared_envs
 
         listing = shared_envs(shared_root)
         warnings += listing.warnings
         for env in listing.envs:
-            add(Path(env.prefix), env.name, "shared", f"{env.owner} (group {env.group})")
+            add(Path(env.prefix), env.name, FoundIn.SHARED, f"{env.owner} (group {env.group})")
     return Discovery(tuple(found.values()), tuple(warnings))
 
 
@@ -367,6 +291,8 @@ def resolve(
         prefix = env_prefix(layout, name)
         if is_env(prefix) is not False:
             return name, prefix
+        from hpcenv.condarc import envs_dirs  # conda's config: read only when needed
+
         for directory in envs_dirs(layout, environ)[1:]:
             if is_env(directory / name):
                 return name, directory / name
@@ -385,30 +311,44 @@ def resolve(
 
 def read_meta(prefix: Path) -> dict[str, Any] | None:
     try:
+        import json
+
         data = json.loads((prefix / META_DIR / "env.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
 
-def env_maker(prefix: Path) -> str:
-    """hpcenv, lock, conda, mamba or unknown (see the module docstring)."""
+class MadeBy(StrEnum):
+    """Who made an env (see the module docstring)."""
+
+    HPCENV = "hpcenv"
+    LOCK = "lock"  # from a lock file (hpcenv's, or a pixi env)
+    CONDA = "conda"
+    MAMBA = "mamba"
+    UNKNOWN = "unknown"  # e.g. a prefix made by a plain rattler script
+
+
+def env_maker(prefix: Path) -> MadeBy:
+    """Who made the env at `prefix` (see the module docstring)."""
     meta = read_meta(prefix)
     if meta is not None:
         made_by = meta.get("made_by")
-        return made_by if made_by in ("hpcenv", "lock", "conda", "mamba", "unknown") else "hpcenv"
+        return MadeBy(made_by) if made_by in MadeBy.__members__.values() else MadeBy.HPCENV
     if (prefix / "conda-meta" / "pixi").exists():
-        return "lock"
+        return MadeBy.LOCK
     from hpcenv.condameta import first_tool
 
     tool = first_tool(prefix)
-    if tool in ("conda", "mamba", "hpcenv"):
-        return tool
+    if tool in (MadeBy.CONDA, MadeBy.MAMBA, MadeBy.HPCENV):
+        return MadeBy(tool)
+    import json  # here, not at the top: `hpcenv activate` does not read JSON
+
     try:
         records = sorted((prefix / "conda-meta").glob("*.json"))[:3]
         for path in records:
             if "package_tarball_full_path" in json.loads(path.read_text(encoding="utf-8")):
-                return "conda"
+                return MadeBy.CONDA
     except (OSError, ValueError):
         pass
-    return "unknown"
+    return MadeBy.UNKNOWN

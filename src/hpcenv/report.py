@@ -80,8 +80,3 @@ def print_table(
     for row in rows:  # Text: a '[...]' in a name or path is shown, not read as markup
         table.add_row(*(Text("-" if v is None else str(v)) for v in row))
     console(stderr).print(table)
-
-
-def print_lines(lines: Sequence[str]) -> None:
-    for line in lines:
-        print(line)

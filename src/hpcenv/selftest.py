@@ -6,7 +6,7 @@ caches, `create` (a plain env and a GPU env solved for `--cuda 12.4` on this GPU
 `activate` in bash, `run`, `jobscript` (and `submit --wait` where `sbatch` works), `usage`,
 `clean`, `doctor`. Each step is checked by what it produced, not only its exit code.
 
-Test hook: `HPCENV_SELFTEST_BREAK=STEP` makes that step run a broken command, to prove a
+Test hook: `_HPCENV_TEST_SELFTEST_BREAK=STEP` makes that step run a broken command, to prove a
 failing step is named and the exit code is 1.
 """
 
@@ -29,7 +29,6 @@ class StepResult:
     ok: bool
     seconds: float
     detail: str
-    skipped: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class _Sandbox:
             HPCENV_LIBCUDA="none",  # this is the login node: no GPU, whatever the machine has
             PYTHONNOUSERSITE="1",
         )
-        self.broken = os.environ.get("HPCENV_SELFTEST_BREAK", "")
+        self.broken = os.environ.get("_HPCENV_TEST_SELFTEST_BREAK", "")
 
     def hpcenv(self, step: str, *args: str, stdin: str | None = None) -> str:
         if step == self.broken:  # the test hook: an option the command does not have
@@ -105,8 +104,6 @@ def run_selftest(
             try:
                 detail = fn(sb) or ""
                 result = StepResult(name, True, time.perf_counter() - t0, detail)
-            except _Skip as skip:
-                result = StepResult(name, True, time.perf_counter() - t0, str(skip), skipped=True)
             except _StepFailed as exc:
                 result = StepResult(name, False, time.perf_counter() - t0, str(exc))
             except Exception as exc:  # a bug in a step is still a failed step, named
@@ -122,10 +119,6 @@ def run_selftest(
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
     return SelftestReport(str(root), keep, tuple(steps))
-
-
-class _Skip(Exception):
-    pass
 
 
 # ------------------------------------------------------------------ the steps

@@ -17,15 +17,31 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections import namedtuple
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from hpcenv.errors import ConfigError
-from hpcenv.gpu import DEFAULT_GPU_PACKAGES
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: activation's hot path
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_SITE_CONFIG = "/etc/hpcenv/site.toml"
+
+# Packages with CPU and CUDA builds on conda-forge (`gpu.packages`; see hpcenv.gpu).
+DEFAULT_GPU_PACKAGES: tuple[str, ...] = (
+    "pytorch",
+    "torchvision",
+    "torchaudio",
+    "libtorch",
+    "jaxlib",
+    "tensorflow",
+    "tensorflow-base",
+    "cupy",
+    "cupy-core",
+    "onnxruntime",
+)
 
 
 # key -> (type, default). Types: str, bool, int, float, "path", "size", ("list", str),
@@ -56,62 +72,44 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
 }
 
 
-@dataclass(frozen=True)
-class PurgedPath:
-    """A directory the site purges: files not accessed or modified for `days` days go."""
+class Settings(
+    namedtuple(
+        "Settings",
+        [
+            "home",  # Path
+            "storage",  # Path | None: the storage root, None when nothing names one
+            "storage_source",  # str: where it came from ("--storage", "$global_storage", ...)
+            "storage_var",  # str: the site's storage variable (default "global_storage")
+            "redirect",  # tuple[str, ...]: the directories `setup` moves (".cache", ".conda")
+            "allow_home",  # bool
+            "channels",  # tuple[str, ...]
+            "channel_alias",  # str
+            "mirrors",  # Mapping[str, str]: channel -> mirror URL
+            "no_user_site",  # bool: activation sets PYTHONNOUSERSITE=1
+            "lock_timeout",  # float: seconds
+            "home_quota",  # int | None: bytes
+            "shared_root",  # Path | None: the site's registry of shared envs
+            "package_caches",  # tuple[Path, ...]: site package caches, read-only (sitecache)
+            "package_cache_owner",  # str | None: the account (besides root) that fills them
+            "partition",  # str | None: scheduler.partition
+            "gpu_partition",  # str | None
+            "gres",  # str: "--gres=gpu:{n}"
+            "module_lines",  # tuple[str, ...]: lines job scripts run first
+            "log_dir",  # Path | None
+            "stage_dir",  # str | None: node-local disk for --stage; may name variables
+            "gpu_cuda_version",  # str | None: the GPU nodes' driver CUDA version
+            "gpu_packages",  # tuple[str, ...]: packages with CPU and CUDA builds
+            "purged_paths",  # tuple[purge.PurgedPath, ...]: where the site purges old files
+            "site_config",  # Path: the site config file read (it may not exist)
+        ],
+    )
+):
+    """Everything hpcenv reads from flags, environment and config files, resolved once.
 
-    path: Path
-    days: int
+    A named tuple, not a dataclass, as the other values `hpcenv activate` reads on every run:
+    the `dataclasses` import alone costs that command a fifth of its start-up."""
 
-    def holds(self, prefix: Path) -> bool:
-        """Whether `prefix` lies under this path (as given, or with links resolved)."""
-        here = os.path.abspath(prefix)
-        real = os.path.realpath(prefix)
-        for base in {str(self.path), os.path.realpath(self.path)}:
-            base = base.rstrip("/") or "/"
-            for p in (here, real):
-                if p == base or p.startswith(base + "/") or base == "/":
-                    return True
-        return False
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything hpcenv reads from flags, environment and config files, resolved once."""
-
-    home: Path
-    storage: Path | None
-    storage_source: str
-    storage_var: str = "global_storage"
-    redirect: tuple[str, ...] = (".cache", ".conda")
-    allow_home: bool = False
-    channels: tuple[str, ...] = ("conda-forge",)
-    channel_alias: str = "https://conda.anaconda.org"
-    mirrors: Mapping[str, str] = field(default_factory=dict)
-    no_user_site: bool = True
-    lock_timeout: float = 60.0
-    home_quota: int | None = None
-    shared_root: Path | None = None
-    # site package caches: read-only layers searched before the user's own (sitecache.py)
-    package_caches: tuple[Path, ...] = ()
-    package_cache_owner: str | None = None  # the account (besides root) that fills them
-    partition: str | None = None
-    gpu_partition: str | None = None
-    gres: str = "--gres=gpu:{n}"
-    module_lines: tuple[str, ...] = ()
-    log_dir: Path | None = None
-    stage_dir: str | None = None  # node-local disk for --stage; may name variables ($TMPDIR)
-    gpu_cuda_version: str | None = None
-    gpu_packages: tuple[str, ...] = DEFAULT_GPU_PACKAGES
-    purged_paths: tuple[PurgedPath, ...] = ()
-    user_config: Path | None = None
-    site_config: Path | None = None
-    verbose: int = 0
-    quiet: bool = False
-
-    def with_flags(self, **flags: Any) -> Settings:
-        """A copy with command flags applied (flags win over everything)."""
-        return replace(self, **{k: v for k, v in flags.items() if v is not None})
+    __slots__ = ()
 
 
 _FIELD_FOR_KEY = {
@@ -139,15 +137,15 @@ def parse_size(text: str) -> int | None:
 
 def _load_toml(path: Path) -> tuple[dict[str, Any], str]:
     try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}, ""
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:  # only now: tomllib costs more than the rest of `hpcenv activate`
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
@@ -195,7 +193,9 @@ def _convert(key: str, value: Any, where: str) -> Any:
     if _has_nul(value):
         raise bad("text without NUL characters")
     if kind == "purged":
-        return _purged_paths(value, bad)
+        from hpcenv.purge import parse_purged_paths
+
+        return parse_purged_paths(value, bad)
     if kind == "path":
         if not isinstance(value, str) or not value:
             raise bad("a path string")
@@ -246,39 +246,6 @@ def _convert(key: str, value: Any, where: str) -> Any:
             raise bad("a table of strings")
         return dict(value)
     raise AssertionError(kind)
-
-
-def _purged_paths(value: Any, bad) -> tuple[PurgedPath, ...]:
-    """`["/scratch:30", {path = "/work/tmp", days = 7}]` ("PATH:DAYS" entries separated by
-    commas in HPCENV_PURGED_PATHS); paths absolute, days a whole number >= 1."""
-    what = 'a list of "PATH:DAYS" strings or {path = "...", days = N} tables'
-    if not isinstance(value, (list, tuple)):
-        raise bad(what)
-    out = []
-    for item in value:
-        if isinstance(item, str):
-            path, sep, days = item.rpartition(":")
-            if not sep or not days.strip().isdigit():
-                raise bad(what + f' ({item!r} has no ":DAYS")')
-            days_value: Any = int(days)
-        elif isinstance(item, dict) and set(item) == {"path", "days"}:
-            path, days_value = item["path"], item["days"]
-        else:
-            raise bad(what)
-        if not isinstance(path, str) or not isinstance(days_value, int) or days_value < 1:
-            raise bad(what + " with days a whole number of at least 1")
-        if isinstance(days_value, bool):
-            raise bad(what)
-        expanded = os.path.expandvars(os.path.expanduser(path.strip()))
-        if not os.path.isabs(expanded):
-            raise bad(what + f" with absolute paths ({path!r} is relative)")
-        out.append(PurgedPath(Path(os.path.normpath(expanded)), days_value))
-    return tuple(out)
-
-
-def purge_of(settings: Settings, prefix: Path) -> PurgedPath | None:
-    """The purged path (site setting `purged_paths`) `prefix` lies under, if any."""
-    return next((p for p in settings.purged_paths if p.holds(prefix)), None)
 
 
 def _has_nul(value: Any) -> bool:
@@ -347,8 +314,6 @@ def load_settings(
     storage: Path | None = None,
     config: Path | None = None,
     environ: Mapping[str, str] | None = None,
-    verbose: int = 0,
-    quiet: bool = False,
 ) -> Settings:
     """Resolve the settings once: flags (the arguments) > env > user config > site config."""
     env = os.environ if environ is None else environ
@@ -390,9 +355,6 @@ def load_settings(
         home=home,
         storage=root,
         storage_source=storage_source,
-        user_config=user_path,
         site_config=site_path,
-        verbose=verbose,
-        quiet=quiet,
         **kwargs,
     )

@@ -20,9 +20,7 @@ Crash safety: each file is replaced atomically (a temp copy in the same director
 over it), so a `kill -9` leaves every path either the old link or its finished copy, plus
 temp files named `.hpcenv-copy-PID-N`; re-running `share` deletes those and finishes.
 
-Registry entries (`SHARED_ROOT/<owner>--<name>.json`; the root is 1777, so anyone can write
-one) are believed only when the entry file, the env prefix and the claimed owner agree and
-the prefix is in the claimed group; others are ignored with a warning.
+The registry of shared envs in the site's shared root is `sharedroot`.
 """
 
 from __future__ import annotations
@@ -38,8 +36,10 @@ from pathlib import Path
 
 from hpcenv import perms
 from hpcenv.errors import OperationError, RefusedError, UsageError
+from hpcenv.fsops import atomic_write
 from hpcenv.journal import tick
-from hpcenv.storage import validate_name
+from hpcenv.settings import Settings
+from hpcenv.storage import Layout, validate_name
 from hpcenv.trust import SHARE_FILE
 
 
@@ -56,22 +56,6 @@ class ShareReport:
     opened_for_search: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class SharedEnv:
-    name: str
-    prefix: str
-    owner: str  # the prefix's real owner (the entry is ignored unless it says the same)
-    group: str
-    group_writable: bool
-    exists: bool = True
-
-
-@dataclass(frozen=True)
-class SharedEnvs:
-    envs: tuple[SharedEnv, ...]
-    warnings: tuple[str, ...] = ()
-
-
 def _group(name: str) -> grp.struct_group:
     try:
         return grp.getgrnam(name)
@@ -79,7 +63,7 @@ def _group(name: str) -> grp.struct_group:
         raise UsageError(f"no such group: {name}", hint="see your groups with `id -Gn`") from None
 
 
-def _member(group: grp.struct_group, uid: int | None = None) -> bool:
+def is_member(group: grp.struct_group, uid: int | None = None) -> bool:
     uid = os.geteuid() if uid is None else uid
     if uid == 0:
         return True
@@ -92,7 +76,7 @@ def _member(group: grp.struct_group, uid: int | None = None) -> bool:
     return group.gr_gid == user.pw_gid or user.pw_name in group.gr_mem
 
 
-def _user(uid: int) -> str:
+def user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -115,7 +99,7 @@ def share(
     Idempotent: re-running it finishes an interrupted run."""
     validate_name(name, "environment name")
     group = _group(group_name)
-    if not _member(group):
+    if not is_member(group):
         raise RefusedError(
             f"you are not a member of group {group_name}", hint="`id -Gn` lists yours"
         )
@@ -138,10 +122,10 @@ def share(
                 f"the site's shared root {shared_root} does not exist",
                 hint="ask your admins, or set shared_root in the site config",
             )
-        entry_path = shared_root / f"{_user(me)}--{name}.json"
+        entry_path = shared_root / f"{user_name(me)}--{name}.json"
         _check_entry_is_ours(entry_path)
     if lock_path is not None:
-        from hpcenv.journal import StorageLock
+        from hpcenv.lock import StorageLock
 
         lock = StorageLock(lock_path)
     else:
@@ -149,7 +133,7 @@ def share(
     record = {
         "group": group_name,
         "group_writable": group_writable,
-        "owner": _user(me),
+        "owner": user_name(me),
         "name": name,
     }
     with lock:
@@ -185,27 +169,13 @@ def _check_entry_is_ours(entry: Path) -> None:
         return
     if st.st_uid != os.geteuid() or not stat.S_ISREG(st.st_mode):
         raise RefusedError(
-            f"{entry} exists and belongs to {_user(st.st_uid)}, not to you",
+            f"{entry} exists and belongs to {user_name(st.st_uid)}, not to you",
             hint="ask your admins to remove it, then re-run",
         )
 
 
 def _write_json(path: Path, data: dict, mode: int, gid: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fchown(f.fileno(), -1, gid)
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(data, indent=2) + "\n", mode, group=gid)
 
 
 @dataclass(frozen=True)
@@ -370,78 +340,22 @@ def _open_path_for_group(path: Path) -> list[str]:
     return opened
 
 
-# --------------------------------------------------------------------------- the registry
+def share_env(
+    layout: Layout, settings: Settings, env: str, group: str, *, group_writable: bool = False
+) -> ShareReport:
+    """`hpcenv share`: the user's own env (by name or path) shared with `group`, registered
+    in the site's shared root when it has one. Not `trust.resolve_for_use`: sharing is what
+    fixes the modes that check refuses."""
+    from hpcenv.registry import resolve
+    from hpcenv.storage import ensure_state_dir
 
-
-def shared_envs(shared_root: Path | None) -> SharedEnvs:
-    """Entries of the shared root for the current user's groups, each checked against the
-    filesystem: the entry file's owner must be the owner it claims, the prefix must belong to
-    that owner and be in the claimed group. Others are left out with a warning; an entry
-    whose prefix is gone is listed as missing."""
-    if shared_root is None or not shared_root.is_dir():
-        return SharedEnvs(())
-    me = os.geteuid()
-    out: list[SharedEnv] = []
-    warnings: list[str] = []
-    for entry in sorted(shared_root.glob("*--*.json")):
-        try:
-            est, data = _read_entry(entry)
-            group = grp.getgrnam(data["group"])
-        except (OSError, ValueError, KeyError, TypeError, UsageError):
-            continue  # not an entry (or for a group this system does not have)
-        if not _member(group) and est.st_uid != me:
-            continue  # not for us: say nothing about it
-        why = _entry_problem(entry, est, data, group)
-        if why is None:
-            try:
-                pst = os.stat(data["prefix"])
-            except (FileNotFoundError, NotADirectoryError):
-                pst = None
-            except OSError as exc:
-                warnings.append(f"cannot reach shared env {data['prefix']}: {exc.strerror}")
-                pst = None
-            if pst is not None and pst.st_uid != est.st_uid:
-                why = f"{data['prefix']} belongs to {_user(pst.st_uid)}"
-            elif pst is not None and pst.st_gid != group.gr_gid:
-                why = f"{data['prefix']} is not in group {group.gr_name}"
-        if why is not None:
-            warnings.append(f"ignored shared-env entry {entry}: {why}")
-            continue
-        out.append(
-            SharedEnv(
-                data["name"],
-                data["prefix"],
-                data["owner"],
-                group.gr_name,
-                data.get("group_writable") is True,
-                exists=pst is not None,
-            )
-        )
-    return SharedEnvs(tuple(out), tuple(warnings))
-
-
-def _read_entry(entry: Path) -> tuple[os.stat_result, dict]:
-    fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError("not a file")
-        data = json.loads(os.read(fd, 1 << 16))
-    finally:
-        os.close(fd)
-    for key in ("name", "prefix", "owner", "group"):
-        if not isinstance(data.get(key), str):
-            raise ValueError(f"no {key}")
-    validate_name(data["name"])
-    return st, data
-
-
-def _entry_problem(entry: Path, est: os.stat_result, data: dict, group) -> str | None:
-    writer = _user(est.st_uid)
-    if data["owner"] != writer:
-        return f"it names {data['owner']} as the owner but {writer} wrote it"
-    if not entry.name.startswith(f"{writer}--"):
-        return f"its name does not start with its writer {writer}"
-    if not os.path.isabs(data["prefix"]):
-        return "its prefix is not an absolute path"
-    return None
+    name, prefix = resolve(layout, env)
+    ensure_state_dir(layout)
+    return share(
+        prefix,
+        name or prefix.name,
+        group,
+        group_writable=group_writable,
+        shared_root=settings.shared_root,
+        lock_path=layout.lock_path,
+    )

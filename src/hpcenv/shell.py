@@ -41,29 +41,10 @@ def quote(shell: str, value: str) -> str:
 
 
 def var(name: str) -> str:
+    """An environment variable's name, checked (UsageError if it is not one)."""
     if not _VAR.match(name):
         raise UsageError(f"invalid environment variable name {name!r}")
     return name
-
-
-def export(shell: str, name: str, value: str) -> str:
-    if shell == "fish":
-        return f"set -gx {var(name)} {quote(shell, value)}"
-    if shell == "tcsh":
-        return f"setenv {var(name)} {quote(shell, value)}"
-    return f"export {var(name)}={quote(shell, value)}"
-
-
-def unset(shell: str, name: str) -> str:
-    if shell == "fish":
-        return f"set -e {var(name)}"
-    if shell == "tcsh":
-        return f"unsetenv {var(name)}"
-    return f"unset {var(name)}"
-
-
-def source(shell: str, path: str) -> str:
-    return f"source {quote(shell, path)}" if shell != "sh" else f". {quote(shell, path)}"
 
 
 def command(words: list[str]) -> str:

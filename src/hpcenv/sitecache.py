@@ -11,7 +11,7 @@ Trust (`why_untrusted`): a layer is used only if it, and every directory above i
 root or to the `package_cache_owner` account and are writable by no group or other user (a
 sticky directory such as /tmp aside, for the directories above); if the user reading it may
 write it without being one of those owners, it is not used either. A package in a trusted
-layer is used only if it is whole and the same holds for its files (`engine.check_cache_entry`
+layer is used only if it is whole and the same holds for its files (`pkgcache.check_cache_entry`
 with the owners); otherwise it is skipped with a warning and comes from the user's own cache.
 hpcenv never repairs, cleans or writes a layer for a user: only `cache fill`, run by root or
 the owner account, writes one.
@@ -184,13 +184,13 @@ def list_caches(settings: Settings, layout: Layout | None) -> CacheList:
 
 
 def _cache_row(kind: str, path: Path, why: str | None, owners: Collection[int] | None) -> CacheRow:
-    """A cache's size and its packages, each checked (`engine.check_cache_entry`)."""
-    from hpcenv import engine
-    from hpcenv.usage import scan
+    """A cache's size and its packages, each checked (`pkgcache.check_cache_entry`)."""
+    from hpcenv import pkgcache
+    from hpcenv.treescan import scan
 
     contents = []
     for name in _entries(path):
-        damage = engine.check_cache_entry(path / name, owners)
+        damage = pkgcache.check_cache_entry(path / name, owners)
         contents.append(CachedPackage(name, "ok" if damage is None else f"damaged: {damage}"))
     u = scan(path)
     return CacheRow(

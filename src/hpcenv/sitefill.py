@@ -104,9 +104,10 @@ def fill(
     before it appears: extracted under a temporary name in the layer, checked, its modes
     made public (`perms.make_public`), then renamed into place. Under the layer's own lock;
     a killed fill leaves only temporary names, which the next fill removes."""
-    from hpcenv import engine, perms
-    from hpcenv.envs import channel_urls, normalize_channel
-    from hpcenv.journal import StorageLock, pid_alive, tick
+    from hpcenv import engine, perms, pkgcache
+    from hpcenv.channels import channel_urls, normalize_channel
+    from hpcenv.journal import pid_alive, tick
+    from hpcenv.lock import StorageLock
 
     if not specs:
         raise UsageError("give at least one package spec", hint="hpcenv cache fill numpy")
@@ -132,12 +133,12 @@ def fill(
                     _remove(target / name)
                     leftovers.append(str(target / name))
         for package in solution.packages:
-            name = engine.entry_name(package)
+            name = pkgcache.entry_name(package)
             entry = target / name
             why = None
             if entry.is_dir() and not entry.is_symlink():
-                why = engine.check_cache_entry(entry, owners)
-                sha = engine.cached_sha256(entry)
+                why = pkgcache.check_cache_entry(entry, owners)
+                sha = pkgcache.cached_sha256(entry)
                 if why is None and package.sha256 and sha and sha != package.sha256:
                     why = "another build under that name (sha256 differs)"
                 if why is None:
@@ -148,7 +149,7 @@ def fill(
             sha = engine.fetch_package(package, tmp)
             downloaded += package.size
             tick()
-            damage = engine.check_cache_entry(tmp)
+            damage = pkgcache.check_cache_entry(tmp)
             if damage is not None:
                 _remove(tmp)
                 raise OperationError(
@@ -161,7 +162,7 @@ def fill(
                 trash.mkdir(mode=0o700, exist_ok=True)
                 os.rename(entry, trash / f"{name}-{time.time_ns()}")
                 tick()
-            engine.write_cache_metadata(entry, sha)
+            pkgcache.write_cache_metadata(entry, sha)
             os.rename(tmp, entry)  # the one step that makes it visible, whole
             tick()
             done.append(FilledPackage(name, f"replaced: {why}" if why else "added", package.size))

@@ -16,22 +16,21 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 from hpcenv.errors import RefusedError, UsageError
 from hpcenv.settings import Settings
 
 STATE_DIR_NAME = ".hpcenv"
+CACHE_TRASH = ".hpcenv-trash"
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Paths derived from the settings; no I/O."""
+class Layout(namedtuple("Layout", ["home", "root", "redirect"], defaults=[(".cache", ".conda")])):
+    """Paths derived from the settings; no I/O: `home`, `root` (the storage area) and
+    `redirect` (the directories `setup` moves). A named tuple, as `settings.Settings`."""
 
-    home: Path
-    root: Path
-    redirect: tuple[str, ...] = (".cache", ".conda")
+    __slots__ = ()
 
     @property
     def state_dir(self) -> Path:
@@ -52,10 +51,6 @@ class Layout:
     @property
     def staging_dir(self) -> Path:
         return self.state_dir / "staging"
-
-    @property
-    def registry_dir(self) -> Path:
-        return self.state_dir / "envs"
 
     @property
     def packs_dir(self) -> Path:
@@ -95,17 +90,47 @@ class Layout:
         return self.cache_root / "rattler"
 
     @property
+    def pkgs_dir(self) -> Path:
+        """Where rattler keeps downloaded and extracted packages."""
+        return self.package_cache / "pkgs"
+
+    @property
+    def cache_trash(self) -> Path:
+        """Cache entries set aside (by `clean`, or found damaged) until they are deleted."""
+        return self.package_cache / CACHE_TRASH
+
+    @property
     def uv_cache(self) -> Path:
         return self.cache_root / "uv"
+
+    @property
+    def pip_cache(self) -> Path:
+        return self.cache_root / "pip"
+
+    @property
+    def conda_pkgs(self) -> Path:
+        """conda's and mamba's package cache (~/.conda/pkgs)."""
+        return self.conda_dir / "pkgs"
+
+    def caches(self) -> dict[str, Path]:
+        """The caches hpcenv knows, by name."""
+        return {
+            "rattler": self.package_cache,
+            "pip": self.pip_cache,
+            "uv": self.uv_cache,
+            "conda-pkgs": self.conda_pkgs,
+        }
 
     @property
     def log_dir(self) -> Path:
         return self.root / "hpcenv-logs"
 
-    def home_dir(self, name: str) -> Path:
+    def in_home(self, name: str) -> Path:
+        """A redirected directory's place in home (`~/.cache`)."""
         return self.home / name
 
-    def storage_dir(self, name: str) -> Path:
+    def in_storage(self, name: str) -> Path:
+        """A redirected directory's place in storage (`STORAGE/.cache`)."""
         return self.root / name
 
 
@@ -246,10 +271,6 @@ def ensure_private_dir(path: Path) -> Path:
 
 def ensure_state_dir(layout: Layout) -> Path:
     return ensure_private_dir(layout.state_dir)
-
-
-def same_filesystem(a: Path, b: Path) -> bool:
-    return os.stat(a).st_dev == os.stat(b).st_dev
 
 
 def free_bytes(path: Path) -> int:

@@ -27,17 +27,16 @@ symlinked one of these directories is judged by its target.
 from __future__ import annotations
 
 import grp
-import json
 import os
 import pwd
 import shlex
 import stat
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from hpcenv.errors import RefusedError, UsageError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (activation's hot path)
 if TYPE_CHECKING:
     from hpcenv.storage import Layout
 
@@ -47,28 +46,24 @@ _KEY_DIRS += ("etc/conda/deactivate.d",)
 _STARTUP = ("sitecustomize.py", "usercustomize.py")
 
 
-@dataclass(frozen=True)
-class ShareInfo:
-    """What `hpcenv share` recorded in the env (etc/hpcenv/share.json)."""
+class ShareInfo(namedtuple("ShareInfo", ["group", "gid", "group_writable"])):
+    """What `hpcenv share` recorded in the env (etc/hpcenv/share.json): the group's name, its
+    gid (None: the group no longer exists), and whether the group may write. A named tuple,
+    as everything `hpcenv activate` reads (see `settings.Settings`)."""
 
-    group: str
-    gid: int | None  # None: the group no longer exists
-    group_writable: bool
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class UsableEnv:
-    """An env that passed the trust check."""
+class UsableEnv(namedtuple("UsableEnv", ["name", "prefix", "owner_uid", "share"])):
+    """An env that passed the trust check: its registered name (None when given as a path),
+    prefix, owner and `ShareInfo` (None when not shared)."""
 
-    name: str | None  # its registered name; None when given as a path
-    prefix: Path
-    owner_uid: int
-    share: ShareInfo | None
+    __slots__ = ()
 
 
 def resolve_for_use(layout: Layout, name_or_prefix: str) -> UsableEnv:
     """NAME or PREFIX to an env that is safe to run or expose; RefusedError (exit 2) if not."""
-    from hpcenv.envs import resolve
+    from hpcenv.registry import resolve
 
     try:
         name, prefix = resolve(layout, name_or_prefix)
@@ -103,6 +98,8 @@ def read_share_info(prefix: Path, owner_uid: int | None = None) -> ShareInfo | N
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid not in (owner_uid, 0):
             return None
+        import json
+
         data = json.loads(os.read(fd, 1 << 16))
         group = str(data["group"])
     except (OSError, ValueError, KeyError, TypeError):

@@ -1,493 +1,111 @@
-"""A fast disk-usage walker: `os.listdir` + `os.lstat` relative to a directory fd, hardlinks
-counted once, optionally parallel over subtrees.
+"""`hpcenv usage`: what uses space and files: home (against its quota), the storage area,
+each cache and each environment, with hardlinks counted once.
 
-Nothing is ever followed: every entry is `lstat`ed, a symlink counts as the link itself, and
-each directory is opened with ``O_NOFOLLOW | O_DIRECTORY`` and checked (by ``fstat``) to be
-the very inode that was listed, so a directory swapped for a symlink during the walk (a link
-into someone else's space) is skipped and counted in ``errors``. Mount points are crossed and
-counted, as `du` does without ``-x``; a directory seen twice (a bind mount inside the tree) is
-walked once. Permission errors and entries that vanish mid-walk are counted in ``errors``,
-never raised.
-
-Per tree (a `TreeUsage`):
-
-    apparent_bytes  st_size of every non-directory entry (files, symlinks), each inode once
-    unique_bytes    the part of apparent_bytes whose inodes have all their links inside the
-                    tree (st_nlink == links seen): what deleting the tree frees
-    shared_bytes    (scan_many) the part of apparent_bytes whose inodes are also linked from
-                    another tree of the same call; apparent - unique - shared is linked only
-                    from outside every scanned tree
-    disk_bytes      st_blocks * 512 of every inode once, directories included (= `du -sB1`)
-    files           non-directory entries, every link counted (= `find ! -type d | wc -l`)
-    dirs            directories, the root included (= `find -type d | wc -l`)
-    inodes          distinct inodes, directories included (= `du -s --inodes`)
-    last_used       the newest mtime of a non-directory entry: when the tree's content last
-                    changed. atime is not used: relatime/noatime make it unreliable.
-
-Speed (numbers in bench/bench_scan.py). On a local filesystem with a warm cache the walk is
-bound by per-entry interpreter work: threads only add GIL hand-offs (4 threads: ~2.5x slower
-than 1), so a big walk is split over forked processes instead. Where each `lstat` waits on a
-server (NFS, Lustre, GPFS, FUSE) or a disk, threads overlap the waits. By default the walk
-chooses: it walks PROBE_ENTRIES entries in the calling thread; slower than SLOW_ENTRY_S
-each, it goes on with SLOW_FS_THREADS threads; otherwise, still unfinished after
-FORK_AFTER_ENTRIES entries, it splits the rest over as many processes as it may use CPUs
-(affinity, so a SLURM job's share; at most MAX_PROCESSES), this one included. It forks only
-while it is the process's only thread; children send their sums back through a pipe, and a
-child that fails has its share walked again here. Trees split over processes count a
-directory reached twice through bind mounts in two shares twice.
+The caches and the environments are walked in one `treescan.scan_many` pass, so a file
+linked from the package cache into two envs is unique to none of them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pickle
-import signal
-import stat
-import sys
-import threading
-import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-# Automatic parallelism (threads=None and processes=None); see the module doc.
-PROBE_ENTRIES = 2000  # entries walked in the calling thread before choosing
-SLOW_ENTRY_S = 20e-6  # slower than this per entry: a slow filesystem (warm local ext4: ~2 us)
-SLOW_FS_THREADS = 16  # threads for a slow filesystem
-FORK_AFTER_ENTRIES = 10_000  # a fast walk still going after this many entries is forked
-MAX_PROCESSES = 8
-
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+from hpcenv.quota import Quota, home_quota
+from hpcenv.registry import discover, is_env
+from hpcenv.storage import Layout, free_bytes
+from hpcenv.treescan import TreeUsage, scan_many
 
 
 @dataclass(frozen=True)
-class TreeUsage:
+class UsageRow:
+    kind: str  # home | storage | cache | env
+    name: str
     path: str
-    exists: bool = True
-    apparent_bytes: int = 0
-    unique_bytes: int = 0
-    shared_bytes: int = 0
-    disk_bytes: int = 0
-    files: int = 0
-    dirs: int = 0
-    inodes: int = 0
-    last_used: float | None = None
-    errors: int = 0
+    exists: bool
+    apparent_bytes: int
+    unique_bytes: int  # what deleting it would free (hardlinks to elsewhere not counted)
+    disk_bytes: int
+    files: int
+    last_used: float | None
+    site_bytes: int = 0  # an env's files that are a site package cache's (sitelink.site_share)
 
 
-class _Walk:
-    """What the workers of one tree share: a stack of directories to hand out, the
-    directories already claimed (against bind-mount loops), and idle bookkeeping."""
-
-    def __init__(self, dev0: int, workers: int) -> None:
-        self.dev0 = dev0
-        self.shared: deque[tuple[str, tuple[int, int]]] = deque()
-        self.claimed: dict[tuple[int, int], str] = {}
-        self.cond = threading.Condition()
-        self.workers = workers
-        self.idle = 0
-        self.done = False
-        self.failed: BaseException | None = None
-
-    def add_workers(self, n: int) -> None:
-        with self.cond:
-            self.workers += n
-
-    def take(self) -> tuple[str, tuple[int, int]] | None:
-        """The next shared directory; None once every worker is idle (the walk is over)."""
-        with self.cond:
-            while not self.shared:
-                if self.done:
-                    return None
-                self.idle += 1
-                if self.idle == self.workers:
-                    self.done = True
-                    self.cond.notify_all()
-                    return None
-                self.cond.wait()
-                self.idle -= 1
-            return self.shared.pop()
-
-    def give(self, stack: list) -> None:
-        """Hand the shallower half of a worker's stack (the bigger subtrees) to idle workers."""
-        with self.cond:
-            half = len(stack) // 2
-            self.shared.extend(stack[:half])
-            del stack[:half]
-            self.cond.notify(half)
-
-    def stop(self, exc: BaseException) -> None:
-        with self.cond:
-            self.failed = self.failed or exc
-            self.done = True
-            self.shared.clear()
-            self.cond.notify_all()
+@dataclass(frozen=True)
+class UsageReport:
+    home: UsageRow
+    storage: UsageRow
+    caches: tuple[UsageRow, ...]
+    envs: tuple[UsageRow, ...]
+    home_quota: Quota | None
+    storage_free_bytes: int | None
+    warnings: tuple[str, ...] = ()
+    site_extents_counted: bool = True  # False: reflinked files could not be told apart
 
 
-class _Tally:
-    """One worker's sums. Single-link inodes are summed directly (they cannot be seen twice);
-    multi-link ones go to `multi`: key -> [size, blocks, nlink, links seen]."""
-
-    __slots__ = ("size", "blocks", "files", "dirs", "inodes", "errors", "newest", "multi")
-
-    def __init__(self) -> None:
-        self.size = self.blocks = self.files = self.dirs = self.inodes = self.errors = 0
-        self.newest = 0.0
-        self.multi: dict = {}
-
-
-def _work(walk: _Walk, stack: list, tally: _Tally, budget: int | None = None) -> None:
-    """Walk directories from `stack` into `tally`; the hot loop keeps everything in locals.
-
-    budget None: when `stack` runs dry, take directories other workers hand out, until the
-    walk is over. An int: stop when `stack` runs dry or about that many entries are walked
-    (the rest stays on `stack`).
-    """
-    lstat, listdir, fstat, os_open, close = os.lstat, os.listdir, os.fstat, os.open, os.close
-    S_ISDIR = stat.S_ISDIR
-    dev0, claimed, multi = walk.dev0, walk.claimed, tally.multi
-    size = blocks = files = dirs = inodes = errors = 0
-    newest = tally.newest
-    left = budget
-    while True:
-        if not stack:
-            item = walk.take() if budget is None else None
-            if item is None:
-                break
-            stack.append(item)
-        path, expect = stack.pop()
-        try:
-            fd = os_open(path, _OPEN_DIR)
-        except OSError:
-            errors += 1
-            continue
-        try:
-            st = fstat(fd)
-            if (st.st_dev, st.st_ino) != expect:  # swapped for a link or another dir
-                errors += 1
-                continue
-            names = listdir(fd)
-            for name in names:
-                try:
-                    st = lstat(name, dir_fd=fd)
-                except OSError:
-                    errors += 1
-                    continue
-                if S_ISDIR(st.st_mode):
-                    key = (st.st_dev, st.st_ino)
-                    child = f"{path}/{name}"
-                    if claimed.setdefault(key, child) is not child:
-                        continue  # seen already: a bind mount or a loop
-                    dirs += 1
-                    inodes += 1
-                    blocks += st.st_blocks
-                    stack.append((child, key))
-                    continue
-                files += 1
-                if st.st_mtime > newest:
-                    newest = st.st_mtime
-                if st.st_nlink == 1:
-                    size += st.st_size
-                    blocks += st.st_blocks
-                    inodes += 1
-                    continue
-                key = st.st_ino if st.st_dev == dev0 else (st.st_dev, st.st_ino)
-                rec = multi.get(key)
-                if rec is None:
-                    multi[key] = [st.st_size, st.st_blocks, st.st_nlink, 1]
-                else:
-                    rec[3] += 1
-        except OSError:
-            errors += 1
-        finally:
-            close(fd)
-        if left is not None:
-            left -= len(names) + 1
-            if left <= 0:
-                break
-        elif walk.idle and len(stack) > 1:
-            walk.give(stack)
-        if walk.failed is not None:
-            break
-    tally.size += size
-    tally.blocks += blocks
-    tally.files += files
-    tally.dirs += dirs
-    tally.inodes += inodes
-    tally.errors += errors
-    tally.newest = newest
+def _row(kind: str, name: str, path: Path, u: TreeUsage) -> UsageRow:
+    return UsageRow(
+        kind=kind,
+        name=name,
+        path=str(path),
+        exists=u.exists and os.path.exists(path),
+        apparent_bytes=u.apparent_bytes,
+        unique_bytes=u.unique_bytes,
+        disk_bytes=u.disk_bytes,
+        files=u.files,
+        last_used=u.last_used,
+    )
 
 
-def _helper(walk: _Walk, tally: _Tally) -> None:
+def usage_report(
+    layout: Layout, home_quota_setting: int | None = None, layers: Sequence[Path] = ()
+) -> UsageReport:
+    """Measure home, storage, each cache and each known env (hardlinks counted once).
+
+    An env's files that came from a site package cache (`layers`) and still share its
+    storage (hardlinks, reflinks) are the site's: counted in `site_bytes`, not in the env's
+    `unique_bytes` (a hardlinked one never was: its other link is in the layer)."""
+    # home and storage are disjoint trees (storage is never in home; home's links to storage
+    # are not followed); caches and envs lie inside storage, so they get their own pass where
+    # an inode shared between the package cache and envs is unique to none of them.
+    outer = scan_many([layout.home, layout.root])
+    caches = layout.caches()
+    prefixes = discover(layout).prefixes()
+    inner_paths = [Path(os.path.realpath(p)) for p in [*caches.values(), *prefixes]]
+    inner = scan_many(list(dict.fromkeys(inner_paths)))
+    warnings = []
+    cache_rows = []
+    for name, path in caches.items():
+        cache_rows.append(_row("cache", name, path, inner[Path(os.path.realpath(path))]))
+    env_rows = []
+    counted = True
+    for prefix, name in prefixes.items():
+        u = inner[Path(os.path.realpath(prefix))]
+        row = _row("env", name or str(prefix), prefix, u)
+        if layers:
+            from hpcenv.sitelink import site_share
+
+            share = site_share(prefix, layers)
+            counted = counted and share.extents_counted
+            unique = max(0, row.unique_bytes - share.reflinked_bytes)
+            row = replace(row, site_bytes=share.bytes, unique_bytes=unique)
+        env_rows.append(row)
+        if is_env(prefix) is False:
+            warnings.append(f"environment {name or prefix} is registered but {prefix} is missing")
+    home = _row("home", "home", layout.home, outer[layout.home])
+    quota = home_quota(layout.home, home_quota_setting, used_bytes=lambda: home.disk_bytes)
     try:
-        _work(walk, [], tally)
-    except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-        walk.stop(exc)
-
-
-def _threaded(walk: _Walk, stack: list, first: _Tally, helpers: int) -> list[_Tally]:
-    """Finish the walk with the calling thread and `helpers` more."""
-    tallies = [first] + [_Tally() for _ in range(helpers)]
-    walk.add_workers(helpers)
-    started = []
-    try:
-        for tally in tallies[1:]:
-            thread = threading.Thread(target=_helper, args=(walk, tally), daemon=True)
-            thread.start()
-            started.append(thread)
-        _work(walk, stack, first)
-    except BaseException as exc:
-        walk.stop(exc)
-        raise
-    finally:
-        for thread in started:
-            thread.join()
-    if walk.failed is not None:
-        raise walk.failed
-    return tallies
-
-
-def _forked(walk: _Walk, stack: list, first: _Tally, processes: int) -> list[_Tally]:
-    """Finish the walk in this process and `processes - 1` forked children, round robin over
-    the pending directories once the shallowest are opened up (at least 8 per process). A
-    child that fails (or cannot be forked) has its share walked here instead."""
-    while stack and len(stack) < 8 * processes:
-        one = [stack.pop(0)]  # the bottom of the stack: the shallowest, biggest subtree
-        _work(walk, one, first, budget=1)
-        stack.extend(one)
-    mine, *shares = (stack[i::processes] for i in range(processes))
-    stack.clear()
-    children: list[tuple[int, int, list]] = []
-    tallies = [first]
-    try:
-        for share in shares:
-            child = _spawn(walk, share) if share else None
-            if child is None:
-                mine.extend(share)
-            else:
-                children.append((*child, share))
-        _work(walk, mine, first, budget=sys.maxsize)
-        while children:
-            pid, fd, share = children.pop(0)
-            tally = _receive(pid, fd)
-            if tally is None:
-                tally = _Tally()
-                _work(walk, share, tally, budget=sys.maxsize)
-            tallies.append(tally)
-    finally:
-        for pid, fd, _share in children:  # interrupted: end our own children
-            os.close(fd)
-            _end(pid)
-    return tallies
-
-
-def _spawn(walk: _Walk, share: list) -> tuple[int, int] | None:
-    """Fork a child that walks `share` and writes its pickled tally to a pipe; None if the
-    system cannot fork now."""
-    read, write = os.pipe()
-    try:
-        pid = os.fork()
+        free = free_bytes(layout.root)
     except OSError:
-        os.close(read)
-        os.close(write)
-        return None
-    if pid == 0:  # the child: os/pickle calls only, then _exit (no atexit, no flush)
-        status = 1
-        try:
-            os.close(read)
-            tally = _Tally()
-            _work(walk, share, tally, budget=sys.maxsize)
-            for key, rec in list(tally.multi.items()):
-                if rec[3] >= rec[2]:  # every link seen here: settled, no need to send it
-                    del tally.multi[key]
-                    tally.size += rec[0]
-                    tally.blocks += rec[1]
-                    tally.inodes += 1
-            data = pickle.dumps([getattr(tally, f) for f in _Tally.__slots__], protocol=5)
-            with os.fdopen(write, "wb") as out:
-                out.write(data)
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write)
-    return pid, read
-
-
-def _receive(pid: int, fd: int) -> _Tally | None:
-    """The child's tally (closing `fd` and reaping the child); None if it failed."""
-    try:
-        with os.fdopen(fd, "rb") as inp:
-            data = inp.read()
-    except BaseException:
-        _end(pid)
-        raise
-    _pid, status = os.waitpid(pid, 0)
-    if status != 0 or not data:
-        return None
-    tally = _Tally()
-    for field, value in zip(_Tally.__slots__, pickle.loads(data), strict=True):
-        setattr(tally, field, value)
-    return tally
-
-
-def _end(pid: int) -> None:
-    """Kill and reap one of our own children."""
-    with contextlib.suppress(OSError):
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-
-
-def _auto_processes() -> int:
-    """Processes for a big walk on a fast filesystem: the CPUs this process may use (a job's
-    cgroup or affinity included), at most MAX_PROCESSES; 1 where forking is unsafe."""
-    if not hasattr(os, "fork") or not _only_thread():
-        return 1
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_PROCESSES))
-
-
-def _only_thread() -> bool:
-    """Whether this process runs one thread (native ones too: a library's runtime may start
-    some). Forking a multi-threaded process can deadlock the child."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return threading.active_count() == 1
-
-
-def _walk_tree(
-    root: str, st: os.stat_result, dev0: int, threads: int | None, processes: int | None
-) -> list[_Tally]:
-    """Walk the directory `root` (already lstat'ed as `st`)."""
-    key = (st.st_dev, st.st_ino)
-    walk = _Walk(dev0, workers=1)
-    walk.claimed[key] = root
-    first = _Tally()
-    first.dirs = first.inodes = 1
-    first.blocks = st.st_blocks
-    stack = [(root, key)]
-    if threads is None and processes is None:  # auto: probe the filesystem, then choose
-        t0 = time.perf_counter()
-        _work(walk, stack, first, budget=PROBE_ENTRIES)
-        walked = first.files + first.dirs
-        if stack and time.perf_counter() - t0 > SLOW_ENTRY_S * walked:
-            threads = SLOW_FS_THREADS
-        elif stack:
-            _work(walk, stack, first, budget=FORK_AFTER_ENTRIES - walked)
-            processes = _auto_processes() if stack else 1
-    if processes is not None and processes > 1 and stack:
-        return _forked(walk, stack, first, processes)
-    return _threaded(walk, stack, first, max(1, threads or 1) - 1)
-
-
-def _tree(path: Path, dev0: int | None, threads: int | None, processes: int | None):
-    """(exists, tallies, dev0) for one root; the root itself is never followed."""
-    try:
-        st = os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return False, [], dev0
-    except OSError:
-        tally = _Tally()
-        tally.errors = 1
-        return True, [tally], dev0
-    dev0 = st.st_dev if dev0 is None else dev0
-    if stat.S_ISDIR(st.st_mode):
-        return True, _walk_tree(os.fspath(path), st, dev0, threads, processes), dev0
-    tally = _Tally()  # a file or a symlink: measured as the entry itself
-    tally.files = 1
-    tally.newest = st.st_mtime
-    if st.st_nlink == 1:
-        tally.size, tally.blocks, tally.inodes = st.st_size, st.st_blocks, 1
-    else:
-        key = st.st_ino if st.st_dev == dev0 else (st.st_dev, st.st_ino)
-        tally.multi[key] = [st.st_size, st.st_blocks, st.st_nlink, 1]
-    return True, [tally], dev0
-
-
-def _merge_multi(tallies: list[_Tally]) -> dict:
-    multi = tallies[0].multi if tallies else {}
-    for tally in tallies[1:]:
-        for key, rec in tally.multi.items():
-            have = multi.get(key)
-            if have is None:
-                multi[key] = rec
-            else:
-                have[3] += rec[3]
-    return multi
-
-
-def _related(paths: list[Path]) -> list[int]:
-    """For each tree, a bit mask of the trees it is (or contains, or equals): never 'shared'."""
-    real = [os.path.realpath(p) for p in paths]
-    masks = []
-    for i, a in enumerate(real):
-        mask = 0
-        for j, b in enumerate(real):
-            if a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/"):
-                mask |= 1 << j
-        masks.append(mask | 1 << i)
-    return masks
-
-
-def scan(path: Path, *, threads: int | None = None, processes: int | None = None) -> TreeUsage:
-    """Usage of one tree (see the module doc for each number).
-
-    By default the walk chooses (see the module doc). `threads=n` walks with exactly n
-    threads (1: the calling thread alone); `processes=n` forks n processes.
-    """
-    return scan_many([path], threads=threads, processes=processes)[Path(path)]
-
-
-def scan_many(
-    paths: Sequence[Path], *, threads: int | None = None, processes: int | None = None
-) -> dict[Path, TreeUsage]:
-    """Usage of several trees, keyed by the paths as given. An inode linked from two of them
-    counts in both trees' `shared_bytes` and in neither's `unique_bytes`. Trees may nest (a
-    tree is never 'shared' with one inside it), but nested trees are walked twice."""
-    roots = list(dict.fromkeys(Path(p) for p in paths))
-    dev0 = None
-    walked = []
-    for root in roots:
-        exists, tallies, dev0 = _tree(root, dev0, threads, processes)
-        walked.append((exists, tallies, _merge_multi(tallies)))
-    holders: dict = {}
-    if len(roots) > 1:
-        for i, (_exists, _tallies, multi) in enumerate(walked):
-            bit = 1 << i
-            for key in multi:
-                holders[key] = holders.get(key, 0) | bit
-    related = _related(roots) if len(roots) > 1 else [1]
-    out: dict[Path, TreeUsage] = {}
-    for i, (root, (exists, tallies, multi)) in enumerate(zip(roots, walked, strict=True)):
-        single = sum(t.size for t in tallies)
-        apparent = unique = single
-        shared = 0
-        blocks = sum(t.blocks for t in tallies)
-        others = ~related[i]
-        for key, (size, nblocks, nlink, seen) in multi.items():
-            apparent += size
-            blocks += nblocks
-            if seen >= nlink:
-                unique += size
-            elif holders and holders[key] & others:
-                shared += size
-        newest = max((t.newest for t in tallies), default=0.0)
-        out[root] = TreeUsage(
-            path=str(root),
-            exists=exists,
-            apparent_bytes=apparent,
-            unique_bytes=unique,
-            shared_bytes=shared,
-            disk_bytes=blocks * 512,
-            files=sum(t.files for t in tallies),
-            dirs=sum(t.dirs for t in tallies),
-            inodes=sum(t.inodes for t in tallies) + len(multi),
-            last_used=newest if any(t.files for t in tallies) else None,
-            errors=sum(t.errors for t in tallies),
-        )
-    return out
+        free = None
+    return UsageReport(
+        home=home,
+        storage=_row("storage", "storage", layout.root, outer[layout.root]),
+        caches=tuple(cache_rows),
+        envs=tuple(env_rows),
+        home_quota=quota,
+        storage_free_bytes=free,
+        warnings=tuple(warnings),
+        site_extents_counted=counted,
+    )
