@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IS_ROOT, need
 from tests.condafmt import conda_env
+from tests.conftest import IS_ROOT, need
 from tests.fs import cli_env
 from tests.users import chown_tree, ensure_users, hpcenv_as, readable_copy
 
