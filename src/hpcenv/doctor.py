@@ -373,9 +373,11 @@ def _check_registry(layout: Layout, registered: list[Path]) -> Check:
     listed = {os.path.realpath(p) for p in registered}
     unlisted = []
     if layout.envs_dir.is_dir():
+        from hpcenv.registry import is_image
+
         for entry in sorted(layout.envs_dir.iterdir()):
-            if entry.name.startswith(".") or not is_env(entry):
-                continue
+            if entry.name.startswith(".") or not is_env(entry) or is_image(entry):
+                continue  # (conda cannot use an image env: it is not for environments.txt)
             if os.path.realpath(entry) not in listed and str(entry) not in map(str, registered):
                 unlisted.append(entry)
     problems, fixes = [], []
@@ -397,6 +399,37 @@ def _check_registry(layout: Layout, registered: list[Path]) -> Check:
     if not problems:
         return _ok("env-registry", "every registered env exists and every env is registered")
     return Check("env-registry", Status.WARN, "; ".join(problems), " && ".join(fixes) or None)
+
+
+def _check_images(settings: Settings, prefixes: Mapping[Path, str | None]) -> Check:
+    """Image envs: whether this node can build and mount them; mounts whose squashfuse died
+    and trees of builds whose builder is gone are cleaned (`mounts.tidy`)."""
+    from hpcenv import mounts
+    from hpcenv.registry import is_image
+
+    images = [p for p in prefixes if is_image(p)]
+    if not images and not settings.images_default:
+        return _ok("images", "no image envs")
+    tools = mounts.find_tools()
+    base = mounts.user_base(settings.images_mount_root)
+    cleaned = []
+    if base.is_dir():
+        mounts.ensure_base(base)
+        with mounts.mutex(base):
+            cleaned = mounts.tidy(base)
+    said = "; ".join(
+        f"cleaned {t.path} ({'its squashfuse had died' if t.what == 'stale-mount' else 'an interrupted build'})"
+        for t in cleaned
+        if t.what != "empty-dir"
+    )
+    what = f"{len(images)} image env(s)"
+    if tools.build_problem is not None:
+        problem, _, fix = tools.build_problem.partition("; ")
+        status = Status.FAIL if images and tools.problem is not None else Status.WARN
+        return Check("images", status, f"{what}; {problem}" + (f"; {said}" if said else ""), fix)
+    mounted = len(mounts.mounts_under(base))
+    detail = f"{what}, {mounted} mounted here; squashfuse, mksquashfs and FUSE are usable"
+    return _ok("images", detail + (f"; {said}" if said else ""))
 
 
 def _check_records(prefixes: Mapping[Path, str | None]) -> Check:
@@ -722,6 +755,7 @@ def diagnose(
             ("package-cache", lambda: _check_package_cache(layout)),
             ("interrupted", lambda: _check_journals(layout)),
             ("world-writable", lambda: _check_world_writable(layout, existing)),
+            ("images", lambda: _check_images(settings, existing)),
         ]
     run += [
         ("condarc-defaults", lambda: _check_condarc(home, settings, env)),

@@ -34,6 +34,7 @@ class EnvSummary:
     owner: str | None = None
     made_by: str = "unknown"  # hpcenv | lock | conda | mamba | unknown
     found_in: tuple[str, ...] = ()
+    image: Any = None  # an image env: `images.ImageSummary` (files/bytes above: in storage)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class EnvInfo:
     made_by: str = "unknown"
     specs_from: str = "hpcenv"  # hpcenv | history | records | installed
     damaged: tuple[str, ...] = ()  # "conda-meta/x.json (package x): why; the fix"
+    image: Any = None  # an image env: `images.ImageSummary` of its current version
 
 
 def _count_records(prefix: Path) -> int:
@@ -80,23 +82,46 @@ def list_envs(layout: Layout, *, scan: bool = True, shared_root: Path | None = N
         meta = EnvMeta.load(env.prefix)
         exists = bool(is_env(env.prefix))
         u = usages.get(env.prefix)
+        image = _image_summary(env.prefix)
         out.append(
             EnvSummary(
                 name=env.name,
                 prefix=str(env.prefix),
-                packages=_count_records(env.prefix) if exists else 0,
+                packages=image.packages if image else _count_records(env.prefix) if exists else 0,
                 apparent_bytes=u.apparent_bytes if u else 0,
                 unique_bytes=u.unique_bytes if u else 0,
                 files=u.files if u else 0,
                 created=meta.created if meta else None,
-                updated=meta.updated if meta else _mtime(env.prefix),
+                updated=meta.updated if meta else image.created if image else _mtime(env.prefix),
                 exists=exists,
                 owner=env.owner,
                 made_by=env_maker(env.prefix) if exists else "unknown",
                 found_in=env.found_in,
+                image=image,
             )
         )
     return EnvList(tuple(out), found.warnings)
+
+
+def _image_summary(prefix: Path):
+    from hpcenv.registry import is_image
+
+    if not is_image(prefix):
+        return None
+    from hpcenv.images import summary
+
+    return summary(prefix)
+
+
+def _tree(prefix: Path) -> Path:
+    """Where an env's files can be read: an image env's current version, mounted here."""
+    from hpcenv.registry import is_image
+
+    if not is_image(prefix):
+        return prefix
+    from hpcenv.images import readable_tree
+
+    return readable_tree(prefix)
 
 
 def _mtime(prefix: Path) -> float | None:
@@ -111,9 +136,10 @@ def info(layout: Layout, settings: Settings, name_or_prefix: str) -> EnvInfo:
     from hpcenv.envs import _pending_path, lines
 
     name, prefix = resolve(layout, name_or_prefix)
-    meta = EnvMeta.load(prefix)
-    state = engine.read_prefix(prefix)
-    asked = requested(prefix, state.packages, meta)
+    tree = _tree(prefix)
+    meta = EnvMeta.load(tree)
+    state = engine.read_prefix(tree)
+    asked = requested(tree, state.packages, meta)
     detected = gpu.detect_cuda_driver()
     driver = detected.version if detected else settings.gpu_cuda_version
     fix = "re-create the env, or reinstall the package: `hpcenv install {} {}`"
@@ -126,14 +152,15 @@ def info(layout: Layout, settings: Settings, name_or_prefix: str) -> EnvInfo:
         cuda=meta.cuda if meta else None,
         packages=lines(state.packages),
         gpu=gpu.gpu_report(state.packages, driver, settings.gpu_packages),
-        pending=_pending_path(prefix).exists(),
-        made_by=env_maker(prefix),
+        pending=_pending_path(tree).exists(),
+        made_by=env_maker(tree),
         specs_from=asked.source,
         damaged=tuple(
             f"{d.path} (package {d.name}) is damaged: {d.reason}; "
             + fix.format(name or prefix, d.name)
             for d in state.damaged
         ),
+        image=_image_summary(prefix),
     )
 
 
@@ -145,9 +172,10 @@ def export_yaml(layout: Layout, settings: Settings, name_or_prefix: str) -> str:
     from hpcenv import engine
 
     name, prefix = resolve(layout, name_or_prefix)
-    meta = EnvMeta.load(prefix)
-    state = engine.read_prefix(prefix)
-    asked = requested(prefix, state.packages, meta)
+    tree = _tree(prefix)
+    meta = EnvMeta.load(tree)
+    state = engine.read_prefix(tree)
+    asked = requested(tree, state.packages, meta)
     specs = list(asked.specs)
     if meta is not None and meta.gpu:
         from hpcenv.gpu import force_gpu_specs
@@ -187,9 +215,10 @@ def export_lock(layout: Layout, settings: Settings, name_or_prefix: str, out: Pa
     from hpcenv.envs import _refuse_damaged, channel_urls
 
     name, prefix = resolve(layout, name_or_prefix)
-    meta = EnvMeta.load(prefix)
-    state = engine.read_prefix(prefix)
+    tree = _tree(prefix)
+    meta = EnvMeta.load(tree)
+    state = engine.read_prefix(tree)
     _refuse_damaged(state, name, prefix)
-    asked = requested(prefix, state.packages, meta)
+    asked = requested(tree, state.packages, meta)
     engine.write_lock(state.packages, channel_urls(settings, asked.channels), out)
     return out

@@ -40,6 +40,7 @@ from hpcenv.registry import (
     check_environments_txt,
     env_maker,
     env_prefix,
+    is_image,
     is_path_argument,
     needs_environments_txt_write,
     read_registry,
@@ -118,6 +119,7 @@ class CreateRequest:
     dry_run: bool = False
     force: bool = False
     allow_home: bool = False
+    image: bool | None = None  # one squashfs image (`images`); None: the site's default
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -326,6 +328,11 @@ def create(
         check_environments_txt(layout)
     if req.pip:
         _find_uv()
+    image = settings.images_default if req.image is None else req.image
+    if image:
+        from hpcenv.mounts import check_tools
+
+        check_tools(build=True)  # before anything: a site without FUSE is told so at once
     from hpcenv import gpu
 
     detected = gpu.detect_cuda_driver_soon()  # the probe child runs while the engine loads
@@ -364,8 +371,24 @@ def create(
         return ChangeReport("create", dry_run=True, warnings=tuple(warnings), **report_args)
 
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    _check_space(prefix.parent, solution.packages)
     meta_specs = list(specs if made_by == "lock" else req.specs)
+    if image:  # an image env: built at its mount path, imaged into storage (`images`)
+        from hpcenv import images
+
+        now = time.time()
+        meta = EnvMeta(name, str(prefix), tuple(meta_specs), tuple(channels), tuple(req.pip),
+                       cuda, req.gpu, now, now, made_by)  # fmt: skip
+        more, recovered, resumed = images.create(
+            layout, settings, prefix=prefix, name=name, solution=solution, meta=meta,
+            specs=meta_specs, force=req.force, progress=progress, on_wait=on_wait,
+        )  # fmt: skip
+        return ChangeReport(
+            "create", dry_run=False, warnings=tuple(warnings + more),
+            seconds=time.perf_counter() - start, recovered=tuple(recovered), resumed=resumed,
+            leftovers_removed=tuple(r.path for r in recovered if r.action == "removed"),
+            **report_args,
+        )  # fmt: skip
+    _check_space(prefix.parent, solution.packages)
     with _lock(layout, settings, on_wait):
         recovered = recover(layout)
         finished = [
@@ -565,6 +588,7 @@ class UpdatePlan:
     solve_specs: tuple[str, ...] = ()
     reinstall: tuple[str, ...] = ()
     normalize: bool = False
+    image_version: str | None = None  # an image env: the version planned on
 
 
 def require_writable(prefix: Path, dirs: Sequence[Path]) -> None:
@@ -610,24 +634,32 @@ def plan_update(
     from hpcenv.trust import check_trusted
 
     check_trusted(prefix)
-    require_writable(prefix, [prefix, prefix / "conda-meta"])
+    tree, image_version = prefix, None
+    if is_image(prefix):  # planned on the current version; applied as a new one (`images`)
+        from hpcenv import images
+
+        require_writable(prefix, [prefix])
+        ref = images.mount_current(prefix)
+        tree, image_version = ref.mount, ref.image.name.removesuffix(images.SUFFIX)
+    else:
+        require_writable(prefix, [prefix, prefix / "conda-meta"])
     engine.check_specs([*add, *drop])
-    state = engine.read_prefix(prefix)
+    state = engine.read_prefix(tree)
     add_names = {engine.spec_name(s) for s in add}
     drop_names = {engine.spec_name(s) for s in drop}
     # a damaged record of a package the user names is reinstalled; any other is refused
     _refuse_damaged(state, name, prefix, add_names)
     damaged = {d.name for d in state.damaged}
     installed = state.packages
-    meta = EnvMeta.load(prefix)
-    asked = requested(prefix, installed, meta)
+    meta = EnvMeta.load(tree)
+    asked = requested(tree, installed, meta)
     rec_channels = tuple(dict.fromkeys([*asked.channels, *map(normalize_channel, channels)]))
     if not rec_channels:
         rec_channels = tuple(settings.channels)
     if meta is None:
         meta = EnvMeta(name, str(prefix), asked.specs, rec_channels, made_by=env_maker(prefix))
     specs = {spec_name(s): s for s in asked.specs}
-    pending = _read_pending(prefix)
+    pending = _read_pending(tree)
     command = "remove" if drop else "install"
     warnings: list[str] = []
     relaxed = None
@@ -703,6 +735,7 @@ def plan_update(
         solve_specs=solve_specs,
         reinstall=reinstall,
         normalize=bool(state.relative_noarch),
+        image_version=image_version,
     )
 
 
@@ -717,6 +750,10 @@ def apply_update(
     """Carry out a plan under the storage lock (refused if the env changed meanwhile)."""
     from hpcenv import engine
 
+    if plan.image_version is not None:
+        from hpcenv import images
+
+        return images.apply_update(layout, settings, plan, progress=progress, on_wait=on_wait)
     start = time.perf_counter()
     prefix = plan.prefix
     added = [p for p in plan.target if p.key not in {q.key for q in plan.installed}]
@@ -818,12 +855,32 @@ def delete(layout: Layout, settings: Settings, name_or_prefix: str, on_wait=None
         spellings = [prefix, Path(os.path.realpath(prefix))]
         if any(needs_environments_txt_write(layout, p, False) for p in spellings):
             check_environments_txt(layout)  # it must be unregistered: refuse before deleting
+        released = _image_mounts(prefix)
         problem = delete_prefix(layout, prefix, name)
     warnings = (problem,) if problem else ()
+    if released:  # an image env: its unused mounts on this node go too (best effort)
+        from hpcenv import mounts
+        from hpcenv.errors import HpcenvError
+
+        try:
+            mounts.unmount(released[0].parent, {p.name for p in released})
+        except (HpcenvError, OSError):
+            pass
     return ChangeReport(
         "remove", name, str(prefix), False, (), removed=("(environment)",),
         warnings=warnings, recovered=tuple(recovered),
     )  # fmt: skip
+
+
+def _image_mounts(prefix: Path) -> list[Path]:
+    if not is_image(prefix):
+        return []
+    from hpcenv import images
+
+    try:
+        return [Path(v.mount) for v in images.read_image(prefix).versions]
+    except OperationError:
+        return []
 
 
 __all__ += ["journal_key"]

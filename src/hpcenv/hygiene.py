@@ -16,6 +16,7 @@ it under the storage lock:
     pip-cache, uv-cache   emptied by `pip cache purge` / `uv cache clean`
     leftover  the temporary prefix of an interrupted `create`
     trash     what an interrupted `clean` had already set aside
+    image     an older version of an image env that no queued or running job mounts
 
 A package directory is first renamed into `.hpcenv-trash/` beside the cache's `pkgs/` (one
 atomic step: rattler then sees no entry and re-extracts when needed; it must never see a
@@ -377,7 +378,7 @@ def usage_report(layout: Layout, home_quota_setting: int | None = None) -> Usage
 
 @dataclass(frozen=True)
 class CleanItem:
-    kind: str  # archive | package | pip-cache | uv-cache | leftover | pack | trash
+    kind: str  # archive | package | pip-cache | uv-cache | leftover | pack | image | trash
     path: str
     bytes: int
     files: int
@@ -554,6 +555,10 @@ def plan_clean(layout: Layout) -> CleanPlan:
     items += packs
     if why_kept:
         warnings.append(why_kept)
+    images, why_kept = _stale_images(known)
+    items += images
+    if why_kept:
+        warnings.append(why_kept)
     resuming = (layout.journal_dir / "clean.jsonl").exists()
     return CleanPlan(layout, tuple(items), tuple(kept), len(prefixes), tuple(warnings), resuming)
 
@@ -626,6 +631,19 @@ def _queued_scripts(environ: Mapping[str, str]) -> tuple[str, ...] | None:
     if key not in _queued:
         _queued[key] = queued_job_scripts(environ)
     return _queued[key]
+
+
+def _stale_images(prefixes: Iterable[Path]) -> tuple[list[CleanItem], str | None]:
+    """Older versions of image envs that no queued or running job mounts (`images`)."""
+    from hpcenv.registry import is_image
+
+    envs = [p for p in prefixes if is_image(p)]
+    if not envs:
+        return [], None
+    from hpcenv.images import stale_versions
+
+    stale, why = stale_versions(envs)
+    return [CleanItem("image", s.path, s.bytes, 1, s.reason) for s in stale], why
 
 
 def _all_leftovers(layout: Layout) -> list[Path]:
@@ -729,6 +747,10 @@ def _remove(layout: Layout, item: CleanItem, journal: Journal, environ: Mapping[
     path = Path(item.path)
     if item.kind in ("archive", "pack"):
         path.unlink(missing_ok=True)
+    elif item.kind == "image":
+        from hpcenv.images import remove_version
+
+        remove_version(path)
     elif item.kind == "package":
         aside = _set_aside(layout, path)
         journal.record(item=item.path, kind=item.kind, step="set-aside", to=str(aside))

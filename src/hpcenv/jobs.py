@@ -126,10 +126,12 @@ def render_jobscript(
     log_dir: Path,
     pack: Path | None = None,
     activation: Path | None = None,
+    image: tuple[Path, Path] | None = None,
 ) -> str:
     """A complete sbatch script for `req` (pure). `activation` is the env's static script
     (default `PREFIX/etc/hpcenv/activate.sh`; the caller makes sure it exists:
-    `activate.ensure_static_script`); with `req.stage`, `pack` is the env's pack."""
+    `activate.ensure_static_script`); with `req.stage`, `pack` is the env's pack. An image
+    env gives `image` (its file, its mount path = `req.prefix`): mounted once per node."""
     validate(req)
     if not _WORD.match(str(log_dir)):
         raise UsageError(
@@ -172,6 +174,15 @@ def render_jobscript(
             *site.module_lines,
             "set -u",
         ]
+    if image is not None:
+        if req.stage:
+            raise UsageError(
+                f"{req.env_name} is an image env: it is mounted on each node, not staged",
+                hint="drop --stage",
+            )
+        from hpcenv.mounts import job_lines
+
+        lines += job_lines(*image)
     if req.stage:
         if pack is None:
             raise UsageError(

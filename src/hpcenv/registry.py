@@ -35,6 +35,7 @@ from hpcenv.storage import Layout, ensure_state_dir, validate_env_name
 
 META_DIR = Path("etc") / "hpcenv"
 TMP_MARK = ".hpcenv-tmp-"
+IMAGE_RECORD = "hpcenv-image.json"  # in an image env's directory (`images`)
 ENVIRONMENTS_TXT_LIMIT = 16 * 1024 * 1024
 
 # The user-level condarc files conda reads (conda's search path, less the system ones),
@@ -70,14 +71,24 @@ def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
 
 
 def is_env(prefix: Path) -> bool | None:
-    """Whether `prefix` holds an environment (a conda-meta dir); None when it cannot be read."""
+    """Whether `prefix` holds an environment (a conda-meta dir, or the record of an image env:
+    `images`); None when it cannot be read."""
     try:
         st = os.stat(Path(prefix) / "conda-meta")
     except (FileNotFoundError, NotADirectoryError):
-        return False
+        return is_image(prefix)
     except OSError:  # EACCES, ELOOP, EIO: it may well be there
         return None
     return stat.S_ISDIR(st.st_mode)
+
+
+def is_image(prefix: Path) -> bool:
+    """Whether `prefix` is an image env's directory in storage (it holds the record
+    `IMAGE_RECORD`; see `images`)."""
+    try:
+        return os.path.isfile(Path(prefix) / IMAGE_RECORD)
+    except (OSError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- conda's config
@@ -258,7 +269,9 @@ def set_registered(
         registry[str(prefix)] = {"name": name}
     if registry != before:
         atomic_write(_registry_path(layout), json.dumps(registry, indent=2) + "\n", 0o600)
-    if present:
+    if present and is_image(prefix):  # conda cannot use an image env: it is hpcenv's only
+        _update_environments_txt(layout, [], [prefix, *also])
+    elif present:
         _update_environments_txt(layout, [prefix], list(also))
     else:
         _update_environments_txt(layout, [], [prefix, *also])
@@ -393,6 +406,12 @@ def read_meta(prefix: Path) -> dict[str, Any] | None:
 
 def env_maker(prefix: Path) -> str:
     """hpcenv, lock, conda, mamba or unknown (see the module docstring)."""
+    if is_image(prefix):
+        try:
+            made_by = json.loads((prefix / IMAGE_RECORD).read_text(encoding="utf-8"))["made_by"]
+        except (OSError, ValueError, KeyError, TypeError):
+            made_by = "hpcenv"
+        return made_by if made_by in ("hpcenv", "lock", "conda", "mamba", "unknown") else "hpcenv"
     meta = read_meta(prefix)
     if meta is not None:
         made_by = meta.get("made_by")

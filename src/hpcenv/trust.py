@@ -34,7 +34,7 @@ import shlex
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hpcenv.errors import RefusedError, UsageError
 
@@ -61,13 +61,16 @@ class UsableEnv:
     """An env that passed the trust check."""
 
     name: str | None  # its registered name; None when given as a path
-    prefix: Path
+    prefix: Path  # an image env: where its current version is mounted
     owner_uid: int
     share: ShareInfo | None
+    image: Any = None  # an image env: `images.ImageRef` (its directory in storage, the file)
 
 
-def resolve_for_use(layout: Layout, name_or_prefix: str) -> UsableEnv:
-    """NAME or PREFIX to an env that is safe to run or expose; RefusedError (exit 2) if not."""
+def resolve_for_use(layout: Layout, name_or_prefix: str, *, mount: bool = True) -> UsableEnv:
+    """NAME or PREFIX to an env that is safe to run or expose; RefusedError (exit 2) if not.
+    An image env is judged by its directory in storage (the image is read-only) and, with
+    `mount`, mounted here (`images.mount_current`)."""
     from hpcenv.envs import resolve
 
     try:
@@ -75,6 +78,13 @@ def resolve_for_use(layout: Layout, name_or_prefix: str) -> UsableEnv:
     except PermissionError:
         raise _unreadable(name_or_prefix) from None
     owner, share = _check(prefix, name_or_prefix)
+    from hpcenv.registry import is_image
+
+    if is_image(prefix):
+        from hpcenv import images
+
+        ref = images.mount_current(prefix) if mount else images.current_ref(prefix)
+        return UsableEnv(name, ref.mount, owner, share, ref)
     return UsableEnv(name, prefix, owner, share)
 
 

@@ -186,6 +186,7 @@ from hpcenv.cli import (  # noqa: E402,F401
     activate_cmd,
     envs_cmd,
     hygiene_cmd,
+    images_cmd,
     jobs_cmd,
     modulefile_cmd,
     selftest_cmd,

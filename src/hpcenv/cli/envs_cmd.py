@@ -65,6 +65,12 @@ def create(
     force: bool = typer.Option(False, "--force", help="Replace an existing environment."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Accept suggested fixes."),
     allow_home: bool = typer.Option(False, "--allow-home", help="Allow an env in home."),
+    image: bool = typer.Option(
+        None,
+        "--image/--no-image",
+        help="Keep the env as one squashfs image in storage, mounted where it runs "
+        "(default: the site's images.default).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Create an environment in storage (with no specs: an empty one, as conda does).
@@ -72,6 +78,7 @@ def create(
     Example:  hpcenv create myenv python=3.11 numpy
               hpcenv create -p "$global_storage/envs/proj" -f environment.yml
               hpcenv create gpuenv pytorch --gpu --cuda 12.4
+              hpcenv create bigenv python numpy scipy --image    # one file in storage
     """
     from hpcenv import envs
     from hpcenv.errors import UsageError
@@ -92,6 +99,7 @@ def create(
         dry_run=dry_run,
         force=force,
         allow_home=allow_home,
+        image=image,
     )
     if prefix is not None:
         req.name = None
@@ -289,15 +297,22 @@ def _emit(ctx: typer.Context, report, json_out: bool) -> None:
         if report.resumed:
             print(f"created {where} at {report.prefix} (finished an interrupted create)")
             return
+        kind = "image env" if _is_image(report.prefix) else ""
         print(
-            f"created {where} at {report.prefix}: {len(report.packages)} packages"
-            f" in {report.seconds:.2f} s"
+            f"created {kind + ' ' if kind else ''}{where} at {report.prefix}: "
+            f"{len(report.packages)} packages in {report.seconds:.2f} s"
         )
         print(f'activate: eval "$(hpcenv activate {where})"')
     elif report.removed == ("(environment)",):
         print(f"removed environment {where}")
     else:
         print(_summary(report))
+
+
+def _is_image(prefix: str) -> bool:
+    from hpcenv.registry import is_image
+
+    return is_image(Path(prefix))
 
 
 def _summary(report) -> str:
@@ -361,7 +376,9 @@ def list_(
         [
             (
                 (e.name or "-") + (f" [shared by {e.owner}]" if e.owner else ""),
-                e.prefix + ("" if e.exists else " (missing)"),
+                e.prefix
+                + ("" if e.exists else " (missing)")
+                + (f" [image v{e.image.version}: {e.image.image_files} files]" if e.image else ""),
                 e.made_by,
                 e.packages,
                 human_bytes(e.apparent_bytes),
@@ -393,6 +410,14 @@ def _show_info(ctx, env: str, json_out: bool, packages_only: bool = False) -> No
         return
     if not packages_only:
         print(f"prefix:   {result.prefix}")
+        if result.image is not None:
+            from hpcenv.report import human_bytes
+
+            img = result.image
+            print(
+                f"image:    v{img.version}, {img.image_files} files in {human_bytes(img.image_bytes)}"
+                f" ({img.image}); mounted at {img.mount}"
+            )
         print(f"made by:  {result.made_by}")
         print(f"specs:    {' '.join(result.specs) or '-'}  (from {result.specs_from})")
         print(f"channels: {' '.join(result.channels) or '-'}")

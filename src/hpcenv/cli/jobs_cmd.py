@@ -42,13 +42,13 @@ def _request(
 
     s = settings(ctx)
     layout = layout_from(s)
-    env = resolve_for_use(layout, name)
+    env = resolve_for_use(layout, name, mount=False)  # an image is mounted by the job itself
     env_name, prefix = env.name, env.prefix
     argv = list(command or [])
     if argv[:1] == ["--"]:
         argv = argv[1:]
     req = jobs.JobRequest(
-        env_name or prefix.name,
+        env_name or (env.image.path if env.image is not None else prefix).name,
         prefix,
         tuple(argv),
         time,
@@ -67,14 +67,19 @@ def _request(
     site = jobs.SchedulerSite(s.partition, s.gpu_partition, s.gres, s.module_lines, s.stage_dir)
     log_dir = s.log_dir or layout.log_dir
     jobs.validate(req)  # bad flags: exit 2 before any work
-    pack = script = None
-    if stage:
+    pack = script = image = None
+    if env.image is not None:  # its activate.sh is in the image
+        image = (env.image.image, env.image.mount)
+        script = prefix / "etc" / "hpcenv" / "activate.sh"
+    elif stage:
         pack = Path(jobs.pack(prefix, req.env_name, layout.packs_dir).path)
     else:
         script = activate.ensure_static_script(
             prefix, env_name or str(prefix), layout.state_dir, no_user_site=s.no_user_site
         )
-    text = jobs.render_jobscript(req, site, log_dir=log_dir, pack=pack, activation=script)
+    text = jobs.render_jobscript(
+        req, site, log_dir=log_dir, pack=pack, activation=script, image=image
+    )
     _make_log_dir(Path(output).parent if output else log_dir)
     return text
 

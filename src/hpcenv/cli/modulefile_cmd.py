@@ -46,7 +46,14 @@ def modulefile(
         raise UsageError("give an environment NAME, or --self", hint="hpcenv modulefile myenv")
     else:
         env, _ = env_arg(ctx, env, name, prefix)
-        usable = resolve_for_use(layout_from(s), env)
+        usable = resolve_for_use(layout_from(s), env, mount=False)
+        if usable.image is not None:
+            from hpcenv.errors import RefusedError
+
+            raise RefusedError(
+                f"{env} is an image env: a module cannot mount it on the node that loads it",
+                hint=f'use `eval "$(hpcenv activate {env})"` or `hpcenv jobscript {env}`',
+            )
         module = usable.name or usable.prefix.name
         text = env_modulefile(usable.prefix, name=module, no_user_site=s.no_user_site)
     if to is None:
