@@ -582,6 +582,7 @@ def convert(layout, settings, plan: ConvertPlan, *, drop: bool = False, progress
 
 
 _REGENERATED = ("conda-meta", str(META_DIR))
+_INSTALLER_FILES = (".lock", "CACHEDIR.TAG")  # written by rattler's installer in every prefix
 
 
 def _unaccounted(prefix: Path, pip: Sequence[str]) -> tuple[int, list[str]]:
@@ -618,7 +619,7 @@ def _unaccounted(prefix: Path, pip: Sequence[str]) -> tuple[int, list[str]]:
         for f in filenames:
             files += 1
             rel = os.path.normpath(os.path.join(rel_dir, f))
-            if rel in owned or f.endswith((".pyc", ".pyo")) or rel == ".lock":
+            if rel in owned or f.endswith((".pyc", ".pyo")) or rel in _INSTALLER_FILES:
                 continue
             stray.append(rel)
     return files, sorted(stray)

@@ -275,9 +275,11 @@ def mounts_under(base: Path) -> dict[Path, str]:
 
 
 def is_alive(mount: Path) -> bool:
-    """Whether the daemon behind a mount answers (a dead one gives ENOTCONN)."""
+    """Whether the daemon behind a mount answers (a dead one gives ENOTCONN). statfs, not
+    stat: the kernel answers stat from its attribute cache (squashfuse caches forever, the
+    image being read-only) even when the daemon is gone; statfs always asks the daemon."""
     try:
-        os.stat(mount)
+        os.statvfs(mount)
     except OSError as exc:
         return exc.errno not in (errno.ENOTCONN, errno.EIO, errno.ECONNABORTED)
     return True
@@ -541,7 +543,7 @@ while :; do
   exec 8>&-
 done
 exec 9>>"$base/.lock" && flock 9 || fail "cannot lock $base/.lock"
-if mounted && ! stat "$mnt/." >/dev/null 2>&1; then unmount -z; rm -f "$base/.$name.job"; fi
+if mounted && ! stat -f "$mnt" >/dev/null 2>&1; then unmount -z; rm -f "$base/.$name.job"; fi
 if ! mounted; then
   mkdir -p "$mnt"
   if [ -L "$mnt" ] || [ ! -O "$mnt" ]; then fail "unsafe mount point $mnt"; fi
@@ -565,6 +567,7 @@ leave() {
 }
 trap leave USR1 TERM INT HUP
 echo mounted
+exec 2>/dev/null  # (bash would report the nap that srun's signal ends in the job's log)
 while :; do sleep 3600 </dev/null >/dev/null 2>&1 7>&- 8>&- 9>&- & nap=$!; wait $nap; done
 """
 
