@@ -197,6 +197,10 @@ def trust_paths(prefix: Path) -> list[tuple[Path, bool, bool]]:
     except OSError:
         top = []
     paths += [(prefix / name, False, False) for name in top]
+    from hpcenv.registry import IMAGE_RECORD
+
+    if IMAGE_RECORD in top:  # an image env: its record and its read-only images are all
+        return paths  # (what runs is in the image; no lookups of a tree that is not there)
     dirs = [prefix / sub for sub in _KEY_DIRS]
     try:
         pythons = [n for n in os.listdir(prefix / "lib") if n.startswith("python")]
