@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from hpcenv import images
-from hpcenv.images import mounts
 from hpcenv.errors import ConfigError
+from hpcenv.images import mounts
 from hpcenv.settings import load_settings
 from tests.conftest import IS_ROOT, need
 from tests.fs import cli_env, hpcenv_in, hpcenv_ok
