@@ -6,7 +6,7 @@ An image env lives in storage as a directory of a few files, where a plain env h
     ~/.conda/envs/NAME/ID.sqfs              one image per version (zstd), read-only
 
 Each version is installed fresh (from the package cache) at its own node-local mount path,
-`MOUNT_ROOT/hpcenv-img-USER/LABEL.ID` (`mounts`), where it is also mounted later: no prefix is
+`MOUNT_ROOT/hpcenv-img-USER/LABEL.ID` (`images.mounts`), where it is also mounted later: no prefix is
 ever rewritten. `mksquashfs` turns that tree into `ID.sqfs` (written beside and renamed into
 place); the tree is deleted, so only mounts are ever left at that path.
 
@@ -19,7 +19,7 @@ mounted somewhere keeps working when its file goes: squashfuse holds it open.
 
 `hpcenv image NAME` converts a plain env: the same package records are installed fresh at the
 mount path and imaged, then the image directory replaces the tree in one journaled exchange
-(`envjournal`), and the tree is deleted. It refuses an env holding files that no package
+(`envs.journal`), and the tree is deleted. It refuses an env holding files that no package
 record (or recorded pip requirement) accounts for, unless told to drop them.
 """
 

@@ -133,7 +133,7 @@ def _umask() -> int:
 
 def create(layout, settings, *, prefix: Path, name: str | None, solution, meta, specs,
            force: bool, progress: bool, on_wait) -> tuple[list, list, bool]:  # fmt: skip
-    """Build a new image env at `prefix` (journaled as `create` is: `envjournal`), replacing
+    """Build a new image env at `prefix` (journaled as `create` is: `envs.journal`), replacing
     an existing env with `force`. Returns (warnings, recovered, resumed)."""
     from hpcenv.condameta import spec_name, write_records
     from hpcenv.envs.journal import RecoveryAction, begin_build, recover, storage_lock
