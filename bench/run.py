@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import os
 import platform
 import shlex
@@ -959,6 +960,178 @@ def _bench_sitecache(quick: bool, work: Path, fs: Path, where: str) -> list[Row 
     ]
 
 
+def _storage_calls(cmd: list[str], trees: list[Path], env: dict, out: Path) -> tuple[int, int]:
+    """Run `cmd` under `strace -f` (every process it starts): (calls that name a path in one
+    of `trees`, all file-name calls), from `-e trace=%file`."""
+    run(["strace", "-f", "-qq", "-e", "trace=%file", "-o", str(out), *cmd], env=env)
+    lines = out.read_text(errors="replace").splitlines()
+    marks = [m for t in trees for m in (f'"{t}/', f'"{t}"')]
+    return sum(any(m in line for m in marks) for line in lines), len(lines)
+
+
+def _strace_total(cmd: list[str], env: dict, out: Path) -> int:
+    """All syscalls of `cmd` and its children, as `strace -f -c` sums them."""
+    run(["strace", "-f", "-c", "-o", str(out), *cmd], env=env)
+    fields = (
+        out.read_text().strip().splitlines()[-1].split()
+    )  # "100.00 s us/call CALLS [err] total"
+    return int(fields[3])
+
+
+def bench_images(quick: bool, work: Path) -> list[Row | Skipped]:
+    """Image envs (issue 22) on real packages (python, numpy, tqdm): files in storage, the
+    storage tree's filesystem calls during `import numpy`, build time against `mksquashfs` of
+    the same tree plus the create, import time from the mount against a local directory."""
+    tools = ("mksquashfs", "squashfuse", "strace")
+    if missing := [t for t in tools if shutil.which(t) is None]:
+        return [Skipped("images", f"needs {', '.join(missing)} (squashfs-tools squashfuse strace)")]
+    if not os.path.exists("/dev/fuse"):
+        return [Skipped("images", "needs /dev/fuse (the fuse kernel module)")]
+    from tests.realpkgs import RealPackagesUnavailable, build_real_channel, cache_root
+
+    from hpcenv import images
+
+    try:
+        url = build_real_channel(cache_root()).url
+    except RealPackagesUnavailable as exc:
+        return [Skipped("images", str(exc))]
+    specs = ["python", "numpy", "tqdm"]
+    repeat = 3 if quick else 5
+    home, storage, local = work / "home", work / "storage", work / "local"
+    mount_root = work / "mr"
+    for d in (home / ".conda", storage, local, mount_root):
+        d.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "HPCENV_STORAGE": str(storage),
+        "HPCENV_SITE_CONFIG": str(work / "none.toml"),
+        "HPCENV_IMAGES_MOUNT_ROOT": str(mount_root),
+        "PYTHONPATH": str(REPO / "src"),
+    }
+    env.pop("SLURM_JOB_ID", None)
+    run(hpcenv_cmd("-q", "setup", "--yes"), env=env)
+    envs = storage / ".conda" / "envs"
+    counter = iter(range(10_000))
+
+    def create(*extra: str) -> Path:
+        name = f"e{next(counter)}"
+        run(hpcenv_cmd("-q", "create", name, *specs, "-c", url, *extra), env=env)
+        return envs / name
+
+    def files_in(tree: Path) -> int:
+        return sum(len(d) + len(f) for _, d, f in os.walk(tree))
+
+    def squash(tree: Path, target: Path) -> None:  # as hpcenv calls it (`images._mksquashfs`)
+        run(["mksquashfs", str(tree), str(target), "-noappend", "-comp", "zstd",
+             "-Xcompression-level", str(images.ZSTD_LEVEL), "-processors",
+             str(images.processors()), "-no-xattrs", "-quiet", "-no-progress"])  # fmt: skip
+        target.unlink()
+
+    try:
+        create()  # fill the package cache: every row below is a warm create
+        # build: `create --image` vs a plain create plus mksquashfs of its tree (same options)
+        t_image, t_plain, t_squash = [], [], []
+        for _ in range(repeat):
+            t_image += timeit(lambda: create("--image"), 1)
+            t0 = time.perf_counter()
+            tree = create()
+            t_plain.append(time.perf_counter() - t0)
+            t_squash += timeit(functools.partial(squash, tree, work / "plain.sqfs"), 1)
+        plus = [p + q for p, q in zip(t_plain, t_squash, strict=True)]
+
+        plain, image = create(), create("--image")
+        plain_files, image_files = files_in(plain), files_in(image)
+        # the same env as a plain directory on local disk (outside storage)
+        run(hpcenv_cmd("-q", "create", "-p", str(local / "sci"), *specs, "-c", url), env=env)
+        run(hpcenv_cmd("-q", "run", image.name, "--", "true"), env=env)  # mounted once
+        mount = Path(images.read_image(image).version.mount)
+        code = "import numpy"
+        on_mount = timeit(lambda: run([str(mount / "bin/python"), "-c", code]), 3)  # warm
+        on_mount = timeit(lambda: run([str(mount / "bin/python"), "-c", code]), 5 * repeat)
+        on_local = timeit(lambda: run([str(local / "sci/bin/python"), "-c", code]), 3)
+        on_local = timeit(lambda: run([str(local / "sci/bin/python"), "-c", code]), 5 * repeat)
+
+        # the storage tree, and the links in home that `setup` pointed into it (~/.conda)
+        trees = [storage] + [
+            p for p in home.iterdir() if p.is_symlink() and p.resolve().is_relative_to(storage)
+        ]
+        py = ["python", "-c", code]
+        img_cmd = hpcenv_cmd("run", image.name, "--", *py)
+        img_calls, img_all = _storage_calls(img_cmd, trees, env, work / "img.strace")
+        plain_cmd = hpcenv_cmd("run", plain.name, "--", *py)
+        plain_calls, plain_all = _storage_calls(plain_cmd, trees, env, work / "plain.strace")
+        py_calls, _ = _storage_calls([str(mount / "bin/python"), "-c", code], trees, env,
+                                     work / "py.strace")  # fmt: skip
+        plain_py, _ = _storage_calls([str(plain / "bin/python"), "-c", code], trees, env,
+                                     work / "plain-py.strace")  # fmt: skip
+        img_total = _strace_total(img_cmd, env, work / "img.c")
+        plain_total = _strace_total(plain_cmd, env, work / "plain.c")
+        run(hpcenv_cmd("-q", "umount"), env=env)
+    finally:
+        subprocess.run(hpcenv_cmd("-q", "umount"), env=env, capture_output=True)
+    med = statistics.median
+    build_ratio = med(t_image) / med(plus)
+    import_ratio = med(on_mount) / med(on_local)
+    return [
+        Row(
+            "images",
+            f"files in storage per env: image env {image_files}, plain env {plain_files:,}",
+            [],
+            "-",
+            [],
+            "<= 5 files",
+            image_files <= 5,
+        ),
+        Row(
+            "images",
+            "file-name calls on the storage tree during `python -c 'import numpy'` (strace -f, "
+            f"-e trace=%file): the image env's python, on its mount: {py_calls}; the plain "
+            f"env's python: {plain_py:,}",
+            [],
+            "-",
+            [],
+            "<= 5 calls",
+            py_calls <= 5,
+            f"through `hpcenv run ENV -- python ...`: image env {img_calls} (the trust check "
+            f"and the record: {img_all:,} file-name calls in all), plain env {plain_calls:,} "
+            f"(of {plain_all:,}); strace -f -c, syscalls of every kind: image env "
+            f"{img_total:,}, plain env {plain_total:,}",
+        ),
+        Row(
+            "images",
+            "create --image python+numpy+tqdm, warm cache",
+            t_image,
+            "create + mksquashfs of its tree",
+            plus,
+            "<= 1.2x",
+            build_ratio <= 1.2,
+            f"create alone {fmt(t_plain)}, mksquashfs alone {fmt(t_squash)}",
+        ),
+        Row(
+            "images",
+            "python -c 'import numpy' from the mounted image (warm)",
+            on_mount,
+            "from a plain local directory",
+            on_local,
+            "<= 1.2x",
+            import_ratio <= 1.2,
+        ),
+    ]
+
+
+SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
+    "create": bench_create,
+    "activation": bench_activation,
+    "migration": bench_migration,
+    "usage": bench_usage,
+    "submit": bench_submit,
+    "pack": bench_pack,
+    "stage": bench_stage,
+    "real": bench_real,
+    "images": bench_images,
+}
+
 SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
     "create": bench_create,
     "activation": bench_activation,
@@ -974,6 +1147,7 @@ SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
     "sitecache": bench_sitecache,
     "solve": lambda quick, work: __import__("cfscale").bench_solve(quick, work),
     "real-cold": lambda quick, work: __import__("realcold").bench_real_cold(quick, work),
+    "images": bench_images,
 }
 
 

@@ -12,6 +12,7 @@ import hpcenv
 pytest_plugins = [
     "tests.channels",  # real-channel fixtures: demo_channel, ready_home
     "tests.realpkgs",  # real_channel: python, numpy, tqdm built from real artifacts
+    "tests.images",  # image envs: mount_root, image_home, fuse_for_users
 ]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -127,7 +127,7 @@ def test_staged_job_on_three_nodes_runs_each_node_from_its_own_copy(job_home):
     assert len(devices) == 3  # three copies on three disks
     assert f"dev={os.stat(NODE_LOCAL).st_dev}" not in devices  # none of them the login side's
     # nothing was staged on the login side, and each node's copy is gone with the job
-    assert os.listdir(NODE_LOCAL) == []
+    assert _staged_here(job) == []  # (this job's only: image tests mount under NODE_LOCAL)
     assert not list(Path(tempfile.gettempdir()).glob(f"hpcenv-{job}*"))
 
 
@@ -149,7 +149,7 @@ def test_hpcenv_stage_in_a_three_node_job_puts_a_working_copy_on_each_node(job_h
     assert [(row[0], row[1], row[3:]) for row in rows] == [
         (node, staged, ["prefix:", staged]) for node in ("n1", "n2", "n3")
     ]
-    assert len({row[2] for row in rows}) == 3 and os.listdir(NODE_LOCAL) == []
+    assert len({row[2] for row in rows}) == 3 and _staged_here(job) == []
 
 
 def test_array_tasks_receive_their_task_id_through_wrap(job_home):
@@ -262,3 +262,8 @@ def test_with_slurmctld_stopped_submit_doctor_and_clean_say_slurm_does_not_answe
     report = json.loads(hpcenv_ok(h, "clean", "--yes", "--json", **down).stdout)["result"]
     assert outdated.exists()
     assert any("could not ask SLURM about queued jobs" in w for w in report["warnings"])
+
+
+def _staged_here(job: str) -> list[str]:
+    """What job `job` staged into the login side's NODE_LOCAL (nothing should be there)."""
+    return [n for n in os.listdir(NODE_LOCAL) if n.startswith(f"hpcenv-{job}")]

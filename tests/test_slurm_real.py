@@ -50,4 +50,5 @@ def test_real_env_staged_on_three_nodes_runs_numpy_from_each_nodes_copy(real_job
         assert prefix == staged  # conda-unpack rewrote the real python's placeholders
         assert numpy_file.startswith(f"{staged}/lib/python")
     assert len({row[1] for row in rows}) == 3  # three copies on three node-local disks
-    assert os.listdir(NODE_LOCAL) == []  # each node's copy is gone with the job
+    # each node's copy is gone with the job (this job's only: image tests mount under NODE_LOCAL)
+    assert [n for n in os.listdir(NODE_LOCAL) if n.startswith(f"hpcenv-{result['job_id']}")] == []

@@ -241,7 +241,14 @@ def module_for_env(layout: Layout, settings: Settings, env: str) -> Module:
     puts its bin/ first on PATH), then its modulefile."""
     from hpcenv.trust import resolve_for_use
 
-    usable = resolve_for_use(layout, env)
+    usable = resolve_for_use(layout, env, mount=False)
+    if usable.image is not None:
+        from hpcenv.errors import RefusedError
+
+        raise RefusedError(
+            f"{env} is an image env: a module cannot mount it on the node that loads it",
+            hint=f'use `eval "$(hpcenv activate {env})"` or `hpcenv jobscript {env}`',
+        )
     name = usable.name or usable.prefix.name
     return Module(
         name, env_modulefile(usable.prefix, name=name, no_user_site=settings.no_user_site)

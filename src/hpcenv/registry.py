@@ -39,18 +39,29 @@ if TYPE_CHECKING:
 
 META_DIR = Path("etc") / "hpcenv"
 TMP_MARK = ".hpcenv-tmp-"
+IMAGE_RECORD = "hpcenv-image.json"  # in an image env's directory (`images`)
 ENVIRONMENTS_TXT_LIMIT = 16 * 1024 * 1024
 
 
 def is_env(prefix: Path) -> bool | None:
-    """Whether `prefix` holds an environment (a conda-meta dir); None when it cannot be read."""
+    """Whether `prefix` holds an environment (a conda-meta dir, or the record of an image env:
+    `images`); None when it cannot be read."""
     try:
         st = os.stat(Path(prefix) / "conda-meta")
     except (FileNotFoundError, NotADirectoryError):
-        return False
+        return is_image(prefix)
     except OSError:  # EACCES, ELOOP, EIO: it may well be there
         return None
     return stat.S_ISDIR(st.st_mode)
+
+
+def is_image(prefix: Path) -> bool:
+    """Whether `prefix` is an image env's directory in storage (it holds the record
+    `IMAGE_RECORD`; see `images`)."""
+    try:
+        return os.path.isfile(Path(prefix) / IMAGE_RECORD)
+    except (OSError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- environments.txt
@@ -172,7 +183,9 @@ def set_registered(
         import json
 
         atomic_write(_registry_path(layout), json.dumps(registry, indent=2) + "\n", 0o600)
-    if present:
+    if present and is_image(prefix):  # conda cannot use an image env: it is hpcenv's only
+        _update_environments_txt(layout, [], [prefix, *also])
+    elif present:
         _update_environments_txt(layout, [prefix], list(also))
     else:
         _update_environments_txt(layout, [], [prefix, *also])
@@ -331,6 +344,14 @@ class MadeBy(StrEnum):
 
 def env_maker(prefix: Path) -> MadeBy:
     """Who made the env at `prefix` (see the module docstring)."""
+    if is_image(prefix):
+        import json
+
+        try:
+            made_by = json.loads((prefix / IMAGE_RECORD).read_text(encoding="utf-8"))["made_by"]
+        except (OSError, ValueError, KeyError, TypeError):
+            made_by = "hpcenv"
+        return MadeBy(made_by) if made_by in MadeBy.__members__.values() else MadeBy.HPCENV
     meta = read_meta(prefix)
     if meta is not None:
         made_by = meta.get("made_by")

@@ -69,6 +69,8 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     "gpu.cuda_version": (str, None),
     "gpu.packages": (("list", str), DEFAULT_GPU_PACKAGES),
     "purged_paths": ("purged", ()),
+    "images.default": (bool, False),
+    "images.mount_root": (str, "/tmp"),  # noqa: S108 - per-user 0700 dirs in it (`mounts`)
 }
 
 
@@ -100,6 +102,8 @@ class Settings(
             "gpu_cuda_version",  # str | None: the GPU nodes' driver CUDA version
             "gpu_packages",  # tuple[str, ...]: packages with CPU and CUDA builds
             "purged_paths",  # tuple[purge.PurgedPath, ...]: where the site purges old files
+            "images_default",  # bool: `create` makes image envs unless told --no-image
+            "images_mount_root",  # str: node-local, the same on every node (`images`)
             "site_config",  # Path: the site config file read (it may not exist)
         ],
     )
@@ -121,8 +125,13 @@ _FIELD_FOR_KEY = {
     "scheduler.stage_dir": "stage_dir",
     "gpu.cuda_version": "gpu_cuda_version",
     "gpu.packages": "gpu_packages",
+    "images.default": "images_default",
+    "images.mount_root": "images_mount_root",
 }
 
+# Image envs are built at (and mounted at) a path under this root on every node: it ends up in
+# shebangs and in text files of the env, so it must be short, plain and the same everywhere.
+_MOUNT_ROOT = re.compile(r"^/(?!.*//)(?!.*/\.\.?(/|$))[A-Za-z0-9._+/-]{0,63}$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
 
@@ -224,6 +233,11 @@ def _convert(key: str, value: Any, where: str) -> Any:
     if kind is str:
         if not isinstance(value, str):
             raise bad("a string")
+        if key == "images.mount_root" and not _MOUNT_ROOT.match(value):
+            raise bad(
+                "an absolute path of at most 64 characters (letters, digits, . _ + - /), "
+                "without variables: it is built into every image env"
+            )
         return value
     if kind == ("list", "path"):
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):

@@ -115,6 +115,14 @@ def share(
         )
     if st.st_uid != me:
         raise RefusedError(f"{prefix} is not yours; only its owner can share it")
+    from hpcenv.registry import is_image
+
+    if is_image(prefix):
+        raise RefusedError(
+            f"{name} is an image env: it is mounted at a path of its owner's, which others "
+            "cannot use",
+            hint="share a plain env (create it without --image)",
+        )
     entry_path = None
     if shared_root is not None:
         if not shared_root.is_dir():

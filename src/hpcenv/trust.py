@@ -54,15 +54,21 @@ class ShareInfo(namedtuple("ShareInfo", ["group", "gid", "group_writable"])):
     __slots__ = ()
 
 
-class UsableEnv(namedtuple("UsableEnv", ["name", "prefix", "owner_uid", "share"])):
+class UsableEnv(
+    namedtuple("UsableEnv", ["name", "prefix", "owner_uid", "share", "image"], defaults=[None])
+):
     """An env that passed the trust check: its registered name (None when given as a path),
-    prefix, owner and `ShareInfo` (None when not shared)."""
+    prefix (an image env: where its current version is mounted), owner, `ShareInfo` (None when
+    not shared) and, for an image env, its `images.ImageRef` (its directory in storage, the
+    file)."""
 
     __slots__ = ()
 
 
-def resolve_for_use(layout: Layout, name_or_prefix: str) -> UsableEnv:
-    """NAME or PREFIX to an env that is safe to run or expose; RefusedError (exit 2) if not."""
+def resolve_for_use(layout: Layout, name_or_prefix: str, *, mount: bool = True) -> UsableEnv:
+    """NAME or PREFIX to an env that is safe to run or expose; RefusedError (exit 2) if not.
+    An image env is judged by its directory in storage (the image is read-only) and, with
+    `mount`, mounted here (`images.mount_current`)."""
     from hpcenv.registry import resolve
 
     try:
@@ -70,6 +76,13 @@ def resolve_for_use(layout: Layout, name_or_prefix: str) -> UsableEnv:
     except PermissionError:
         raise _unreadable(name_or_prefix) from None
     owner, share = _check(prefix, name_or_prefix)
+    from hpcenv.registry import is_image
+
+    if is_image(prefix):
+        from hpcenv import images
+
+        ref = images.mount_current(prefix) if mount else images.current_ref(prefix)
+        return UsableEnv(name, ref.mount, owner, share, ref)
     return UsableEnv(name, prefix, owner, share)
 
 
@@ -184,6 +197,10 @@ def trust_paths(prefix: Path) -> list[tuple[Path, bool, bool]]:
     except OSError:
         top = []
     paths += [(prefix / name, False, False) for name in top]
+    from hpcenv.registry import IMAGE_RECORD
+
+    if IMAGE_RECORD in top:  # an image env: its record and its read-only images are all
+        return paths  # (what runs is in the image; no lookups of a tree that is not there)
     dirs = [prefix / sub for sub in _KEY_DIRS]
     try:
         pythons = [n for n in os.listdir(prefix / "lib") if n.startswith("python")]

@@ -135,6 +135,10 @@ def _remove(
         path.with_name(path.name + ".lock").unlink(missing_ok=True)
         tick()
         left = _left(aside, remove_tree(aside))
+    elif item.kind == CleanKind.IMAGE:
+        from hpcenv.images import remove_version
+
+        remove_version(path)
     elif item.kind == CleanKind.TRASH:
         left = _left(path, remove_tree(path))
     elif item.kind == CleanKind.LEFTOVER:

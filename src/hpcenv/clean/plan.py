@@ -36,6 +36,7 @@ class CleanKind(StrEnum):
     UV_CACHE = "uv-cache"
     LEFTOVER = "leftover"
     PACK = "pack"
+    IMAGE = "image"  # an older version of an image env that no queued or running job mounts
     TRASH = "trash"
 
 
@@ -177,6 +178,10 @@ def plan_clean(layout: Layout) -> CleanPlan:
     items += packs
     if why_kept:
         warnings.append(why_kept)
+    images, why_kept = _stale_images(known)
+    items += images
+    if why_kept:
+        warnings.append(why_kept)
     resuming = (layout.journal_dir / "clean.jsonl").exists()
     return CleanPlan(
         layout, tuple(items), tuple(sorted(kept)), len(prefixes), tuple(warnings), resuming
@@ -283,3 +288,16 @@ def _queued_scripts(environ: Mapping[str, str]) -> tuple[str, ...] | None:
     if key not in _queued:
         _queued[key] = queued_job_scripts(environ)
     return _queued[key]
+
+
+def _stale_images(prefixes: Iterable[Path]) -> tuple[list[CleanItem], str | None]:
+    """Older versions of image envs that no queued or running job mounts (`images`)."""
+    from hpcenv.registry import is_image
+
+    envs = [p for p in prefixes if is_image(p)]
+    if not envs:
+        return [], None
+    from hpcenv.images import stale_versions
+
+    stale, why = stale_versions(envs)
+    return [CleanItem(CleanKind.IMAGE, s.path, s.bytes, 1, s.reason) for s in stale], why

@@ -4,6 +4,7 @@ the GPU line, what recovery of an interrupted operation did."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from hpcenv.cli.context import Context, emit_json, warn
@@ -83,8 +84,9 @@ def emit(ctx: Context, report: ChangeReport, json_out: bool) -> None:
             print(f"created {where} at {report.prefix} (finished an interrupted create)")
             return
         pypi = f" and {len(report.pypi)} from PyPI" if report.pypi else ""
+        kind = "image env " if _is_image(report.prefix) else ""
         print(
-            f"created {where} at {report.prefix}: {len(report.packages)} packages{pypi}"
+            f"created {kind}{where} at {report.prefix}: {len(report.packages)} packages{pypi}"
             f" in {report.seconds:.2f} s"
         )
         print(f'activate: eval "$(hpcenv activate {where})"')
@@ -137,3 +139,9 @@ def gpu_line(gpu_report: GpuReport) -> str:
     if cpu:
         line += f"; CPU-only builds: {cpu}"
     return line
+
+
+def _is_image(prefix: str) -> bool:
+    from hpcenv.registry import is_image
+
+    return is_image(Path(prefix))

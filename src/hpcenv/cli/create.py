@@ -23,6 +23,7 @@ def create(ctx: Context, args: Namespace) -> int:
         dry_run=args.dry_run,
         force=args.force,
         allow_home=args.allow_home,
+        image=args.image,
     )
     consent = req.consent()
     if consent is not None:

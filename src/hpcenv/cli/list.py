@@ -36,7 +36,9 @@ def list_(ctx: Context, args: Namespace) -> None:
         [
             (
                 (e.name or "-") + (f" [shared by {e.owner}]" if e.owner else ""),
-                e.prefix + ("" if e.exists else " (missing)"),
+                e.prefix
+                + ("" if e.exists else " (missing)")
+                + (f" [image v{e.image.version}: {e.image.image_files} files]" if e.image else ""),
                 e.made_by,
                 e.packages,
                 human_bytes(e.apparent_bytes),
@@ -67,6 +69,14 @@ def _show_info(ctx: Context, env: str, json_out: bool, packages_only: bool = Fal
         return
     if not packages_only:
         print(f"prefix:   {result.prefix}")
+        if result.image is not None:
+            from hpcenv.report import human_bytes
+
+            img = result.image
+            print(
+                f"image:    v{img.version}, {img.image_files} files in {human_bytes(img.image_bytes)}"
+                f" ({img.image}); mounted at {img.mount}"
+            )
         print(f"made by:  {result.made_by}")
         print(f"specs:    {' '.join(result.specs) or '-'}  (from {result.specs_from})")
         print(f"channels: {' '.join(result.channels) or '-'}")

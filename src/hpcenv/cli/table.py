@@ -80,7 +80,8 @@ COMMANDS: tuple[Command, ...] = (
         "Create an environment in storage (with no specs: an empty one, as conda does).",
         "Example:  hpcenv create myenv python=3.11 numpy\n"
         '          hpcenv create -p "$global_storage/envs/proj" -f environment.yml\n'
-        "          hpcenv create gpuenv pytorch --gpu --cuda 12.4",
+        "          hpcenv create gpuenv pytorch --gpu --cuda 12.4\n"
+        "          hpcenv create bigenv python numpy scipy --image    # one file in storage",
         (
             Arg(
                 "args",
@@ -98,6 +99,21 @@ COMMANDS: tuple[Command, ...] = (
             Arg("--force", action="store_true", help="Replace an existing environment."),
             YES.but(help="Accept suggested fixes (the old PyTorch recipe's replacement)."),
             Arg("--allow-home", action="store_true", help="Allow an env in home."),
+            Arg(
+                "--image",
+                action="store_const",
+                const=True,
+                default=None,
+                help="Keep the env as one squashfs image in storage, mounted where it runs "
+                "(default: the site's images.default).",
+            ),
+            Arg(
+                "--no-image",
+                dest="image",
+                action="store_const",
+                const=False,
+                help="A plain env (a tree in storage), whatever images.default says.",
+            ),
             JSON,
         ),
     ),

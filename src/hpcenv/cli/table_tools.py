@@ -76,6 +76,40 @@ TOOLS: tuple[Command, ...] = (
         ),
     ),
     Command(
+        "image",
+        "image:image",
+        "Turn an env into an image env: one squashfs file in storage, mounted where it runs.",
+        "Its packages are installed afresh at a node-local mount path and packed into one\n"
+        "squashfs file, which replaces the env's directory tree in storage (the tree is\n"
+        "deleted). Run it while nothing runs from the env.\n\n"
+        'Example:  hpcenv image myenv --yes && hpcenv run myenv -- python -c "import numpy"',
+        (
+            *ENV_SELECT,
+            DRY_RUN.but(help="Say what would happen; change nothing."),
+            Arg(
+                "--force",
+                action="store_true",
+                help="Drop files that no package accounts for (they are listed).",
+            ),
+            YES.but(help="Do not ask before deleting the tree."),
+            JSON,
+        ),
+    ),
+    Command(
+        "umount",
+        "image:umount",
+        "Unmount image envs on this node (those of ENV, or all of yours) that nothing uses.",
+        "A running `hpcenv run` or job keeps its mount. Mounts whose squashfuse died are\n"
+        "cleaned. Exit status 1 when a mount is in use.\n\n"
+        "Example:  hpcenv umount myenv",
+        (
+            ENV.but(help="Image env name or path (default: all of yours)."),
+            NAME,
+            PREFIX,
+            JSON,
+        ),
+    ),
+    Command(
         "kernel",
         "kernel:kernel",
         "Make an environment a Jupyter kernel that starts inside the activated env.",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 
-from hpcenv.doctor import cluster, envs, files, home, shellrc
+from hpcenv.doctor import cluster, envs, files, home, images, shellrc
 from hpcenv.doctor.check import Check, DoctorReport, Status
 from hpcenv.doctor.shellrc import BlockInsideCode, find_conda_blocks, remove_conda_blocks
 from hpcenv.errors import HpcenvError
@@ -95,6 +95,7 @@ def diagnose(
             ("package-cache", lambda: envs.package_cache(layout)),
             ("interrupted", lambda: envs.interrupted(layout)),
             ("world-writable", lambda: envs.world_writable(layout, existing)),
+            ("images", lambda: images.image_envs(settings, existing)),
         ]
     run += [
         ("condarc-defaults", lambda: cluster.condarc_defaults(home_dir, settings, env)),

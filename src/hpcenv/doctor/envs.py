@@ -26,9 +26,11 @@ def env_registry(layout: Layout, registered: list[Path]) -> Check:
     listed = {os.path.realpath(p) for p in registered}
     unlisted = []
     if layout.envs_dir.is_dir():
+        from hpcenv.registry import is_image
+
         for entry in sorted(layout.envs_dir.iterdir()):
-            if entry.name.startswith(".") or not is_env(entry):
-                continue
+            if entry.name.startswith(".") or not is_env(entry) or is_image(entry):
+                continue  # (conda cannot use an image env: it is not for environments.txt)
             if os.path.realpath(entry) not in listed and str(entry) not in map(str, registered):
                 unlisted.append(entry)
     problems, fixes = [], []

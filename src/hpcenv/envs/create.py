@@ -51,6 +51,7 @@ class CreateRequest:
     dry_run: bool = False
     force: bool = False
     allow_home: bool = False
+    image: bool | None = None  # one squashfs image (`images`); None: the site's default
     old_recipe: OldRecipe | None = field(default=None, repr=False)
 
     def consent(self) -> Consent | None:
@@ -85,6 +86,7 @@ def create_request(
     dry_run: bool = False,
     force: bool = False,
     allow_home: bool = False,
+    image: bool | None = None,
 ) -> CreateRequest:
     """The request from `create`'s arguments: NAME then specs (or -n/-p), merged with an
     environment.yml (its name, specs, channels unless given, pip section, `hpcenv:` CUDA
@@ -107,6 +109,7 @@ def create_request(
         dry_run=dry_run,
         force=force,
         allow_home=allow_home,
+        image=image,
     )
     if file is not None:
         if envfile.is_lockfile(file):
@@ -169,6 +172,11 @@ def create(
     check_location(layout, prefix, req.allow_home or settings.allow_home)
     if not req.dry_run:
         check_environments_txt(layout)
+    image = settings.images_default if req.image is None else req.image
+    if image:
+        from hpcenv.images.mounts import check_tools
+
+        check_tools(build=True)  # before anything: a site without FUSE is told so at once
     from hpcenv.cuda_driver import detect_cuda_driver_soon
 
     detected = detect_cuda_driver_soon()  # the probe child runs while the engine loads
@@ -229,11 +237,15 @@ def create(
         return ChangeReport("create", dry_run=True, warnings=tuple(warnings), **report_args)
 
     prefix.parent.mkdir(parents=True, exist_ok=True)
+    meta_specs = list(specs if made_by is MadeBy.LOCK else req.specs)
+    if image:  # an image env: built at its mount path, imaged into storage (`images`)
+        return _create_image(layout, settings, req, name, prefix, solution, meta_specs,
+                             channels, pip_lines, cuda, made_by, warnings, report_args,
+                             start, progress, on_wait)  # fmt: skip
     layers = sitecache.trusted_layers(settings)
     warnings += layers.warnings
     site_methods = sitelink.expected_methods(layers, solution.packages, prefix.parent)
     check_space(prefix.parent, solution.packages, site_methods)
-    meta_specs = list(specs if made_by is MadeBy.LOCK else req.specs)
     with storage_lock(layout, settings, on_wait):
         recovered = recover(layout)
         finished = [
@@ -312,3 +324,25 @@ def create(
         site=site,
         **report_args,
     )
+
+
+def _create_image(
+    layout, settings, req, name, prefix, solution, meta_specs, channels, pip_lines, cuda,
+    made_by, warnings, report_args, start, progress, on_wait,
+) -> ChangeReport:  # fmt: skip
+    """`create` of an image env: the same request, built by `images.create`."""
+    from hpcenv import images
+
+    now = time.time()
+    meta = EnvMeta(name, str(prefix), tuple(meta_specs), tuple(channels), tuple(pip_lines),
+                   cuda, req.gpu, now, now, made_by)  # fmt: skip
+    more, recovered, resumed = images.create(
+        layout, settings, prefix=prefix, name=name, solution=solution, meta=meta,
+        specs=meta_specs, force=req.force, progress=progress, on_wait=on_wait,
+    )  # fmt: skip
+    return ChangeReport(
+        "create", dry_run=False, warnings=tuple(warnings + more),
+        seconds=time.perf_counter() - start, recovered=tuple(recovered), resumed=resumed,
+        leftovers_removed=tuple(r.path for r in recovered if r.action is RecoveryAction.REMOVED),
+        **report_args,
+    )  # fmt: skip

@@ -70,9 +70,18 @@ def delete(
         spellings = [prefix, Path(os.path.realpath(prefix))]
         if any(needs_environments_txt_write(layout, p, False) for p in spellings):
             check_environments_txt(layout)  # it must be unregistered: refuse before deleting
+        released = _image_mounts(prefix)
         problem = delete_prefix(layout, prefix, name)
         kernels = _forget_kernels(prefix)
     warnings = (problem,) if problem else ()
+    if released:  # an image env: its unused mounts on this node go too (best effort)
+        from hpcenv.errors import HpcenvError
+        from hpcenv.images import mounts
+
+        try:
+            mounts.unmount(released[0].parent, {p.name for p in released})
+        except (HpcenvError, OSError):
+            pass
     return ChangeReport(
         "remove", name, str(prefix), False, (), removed=("(environment)",),
         warnings=warnings, recovered=tuple(recovered), kernels_removed=kernels,
@@ -86,3 +95,18 @@ def _forget_kernels(prefix: Path) -> tuple[str, ...]:
     from hpcenv.kernel import remove_kernels_of
 
     return remove_kernels_of(prefix)
+
+
+def _image_mounts(prefix: Path) -> list[Path]:
+    """Where the versions of an image env are mounted (none for a plain env)."""
+    from hpcenv.registry import is_image
+
+    if not is_image(prefix):
+        return []
+    from hpcenv import images
+    from hpcenv.errors import OperationError
+
+    try:
+        return [Path(v.mount) for v in images.read_image(prefix).versions]
+    except OperationError:
+        return []

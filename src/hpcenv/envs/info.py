@@ -37,6 +37,7 @@ class EnvSummary:
     owner: str | None = None
     made_by: MadeBy = MadeBy.UNKNOWN
     found_in: tuple[FoundIn, ...] = ()
+    image: Any = None  # an image env: `images.ImageSummary` (files/bytes above: in storage)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class EnvInfo:
     damaged: tuple[str, ...] = ()  # "conda-meta/x.json (package x): why; the fix"
     pypi: tuple[PypiLine, ...] = ()  # PyPI packages (hpcenv's record, then others found)
     pypi_pending: bool = False  # an `install --pip` was interrupted
+    image: Any = None  # an image env: `images.ImageSummary` of its current version
 
 
 @dataclass(frozen=True)
@@ -101,23 +103,46 @@ def list_envs(layout: Layout, *, scan: bool = True, shared_root: Path | None = N
         meta = EnvMeta.load(env.prefix)
         exists = bool(is_env(env.prefix))
         u = usages.get(env.prefix)
+        image = _image_summary(env.prefix)
         out.append(
             EnvSummary(
                 name=env.name,
                 prefix=str(env.prefix),
-                packages=_count_records(env.prefix) if exists else 0,
+                packages=image.packages if image else _count_records(env.prefix) if exists else 0,
                 apparent_bytes=u.apparent_bytes if u else 0,
                 unique_bytes=u.unique_bytes if u else 0,
                 files=u.files if u else 0,
                 created=meta.created if meta else None,
-                updated=meta.updated if meta else _mtime(env.prefix),
+                updated=meta.updated if meta else image.created if image else _mtime(env.prefix),
                 exists=exists,
                 owner=env.owner,
                 made_by=env_maker(env.prefix) if exists else MadeBy.UNKNOWN,
                 found_in=env.found_in,
+                image=image,
             )
         )
     return EnvList(tuple(out), found.warnings)
+
+
+def _image_summary(prefix: Path):
+    from hpcenv.registry import is_image
+
+    if not is_image(prefix):
+        return None
+    from hpcenv.images import summary
+
+    return summary(prefix)
+
+
+def _tree(prefix: Path) -> Path:
+    """Where an env's files can be read: an image env's current version, mounted here."""
+    from hpcenv.registry import is_image
+
+    if not is_image(prefix):
+        return prefix
+    from hpcenv.images import readable_tree
+
+    return readable_tree(prefix)
 
 
 def _mtime(prefix: Path) -> float | None:
@@ -132,9 +157,10 @@ def info(layout: Layout, settings: Settings, name_or_prefix: str) -> EnvInfo:
     from hpcenv.envs.update import pending_path
 
     name, prefix = resolve(layout, name_or_prefix)
-    meta = EnvMeta.load(prefix)
-    state = engine.read_prefix(prefix)
-    asked = requested(prefix, state.packages, meta)
+    tree = _tree(prefix)
+    meta = EnvMeta.load(tree)
+    state = engine.read_prefix(tree)
+    asked = requested(tree, state.packages, meta)
     from hpcenv.cuda_driver import detect_cuda_driver
 
     detected = detect_cuda_driver()
@@ -149,16 +175,17 @@ def info(layout: Layout, settings: Settings, name_or_prefix: str) -> EnvInfo:
         cuda=meta.cuda if meta else None,
         packages=lines(state.packages),
         gpu=gpu.gpu_report(state.packages, driver, settings.gpu_packages),
-        pending=pending_path(prefix).exists(),
-        made_by=env_maker(prefix),
+        pending=pending_path(tree).exists(),
+        made_by=env_maker(tree),
         specs_from=asked.source,
         damaged=tuple(
             f"{d.path} (package {d.name}) is damaged: {d.reason}; "
             + fix.format(name or prefix, d.name)
             for d in state.damaged
         ),
-        pypi=_pypi_lines(prefix),
-        pypi_pending=has_pending(prefix),
+        pypi=_pypi_lines(tree),
+        pypi_pending=has_pending(tree),
+        image=_image_summary(prefix),
     )
 
 
@@ -176,9 +203,10 @@ def export_yaml(layout: Layout, settings: Settings, name_or_prefix: str) -> str:
     from hpcenv import engine
 
     name, prefix = resolve(layout, name_or_prefix)
-    meta = EnvMeta.load(prefix)
-    state = engine.read_prefix(prefix)
-    asked = requested(prefix, state.packages, meta)
+    tree = _tree(prefix)
+    meta = EnvMeta.load(tree)
+    state = engine.read_prefix(tree)
+    asked = requested(tree, state.packages, meta)
     specs = list(asked.specs)
     if meta is not None and meta.gpu:
         from hpcenv.gpu import force_gpu_specs
@@ -186,7 +214,7 @@ def export_yaml(layout: Layout, settings: Settings, name_or_prefix: str) -> str:
         specs = force_gpu_specs(specs, settings.gpu_packages)
     doc: dict[str, Any] = {"name": name or prefix.name, "channels": list(asked.channels)}
     deps: list[Any] = specs
-    pip = export_lines(prefix, meta.pip if meta is not None else ())
+    pip = export_lines(tree, meta.pip if meta is not None else ())
     if pip:
         deps.append({"pip": pip})
     doc["dependencies"] = deps
@@ -205,18 +233,19 @@ def export_lock(layout: Layout, settings: Settings, name_or_prefix: str, out: Pa
     from hpcenv.envs.checks import refuse_damaged
 
     name, prefix = resolve(layout, name_or_prefix)
-    meta = EnvMeta.load(prefix)
-    state = engine.read_prefix(prefix)
+    tree = _tree(prefix)
+    meta = EnvMeta.load(tree)
+    state = engine.read_prefix(tree)
     refuse_damaged(state, name, prefix)
-    asked = requested(prefix, state.packages, meta)
-    pinned = [p for p in recorded(prefix) if p.lockable]
+    asked = requested(tree, state.packages, meta)
+    pinned = [p for p in recorded(tree) if p.lockable]
     left_out = [
         f"{p.name} {p.version} (from {p.url}: no file with a hash)"
-        for p in recorded(prefix)
+        for p in recorded(tree)
         if not p.lockable
     ]
     left_out += [
-        f"{n} {v} (not installed by hpcenv: no URL or hash known)" for n, v in unrecorded(prefix)
+        f"{n} {v} (not installed by hpcenv: no URL or hash known)" for n, v in unrecorded(tree)
     ]
     engine.write_lock(
         state.packages, channel_urls(settings, asked.channels), out,

@@ -77,6 +77,7 @@ class UpdatePlan:
     solve_specs: tuple[str, ...] = ()
     reinstall: tuple[str, ...] = ()
     normalize: bool = False
+    image_version: str | None = None  # an image env: the version planned on (`images`)
 
     def consent(self) -> Consent | None:
         """Changes to packages the user did not name go ahead only with consent."""
@@ -106,26 +107,35 @@ def plan_update(
     the rule of `envs.plan`; nothing is changed."""
     from hpcenv import engine
 
-    usable = resolve_for_use(layout, name_or_prefix)
+    usable = resolve_for_use(layout, name_or_prefix, mount=False)
     name, prefix = usable.name, usable.prefix
-    require_writable(prefix, [prefix, prefix / "conda-meta"])
+    tree, image_version = prefix, None
+    if usable.image is not None:  # planned on the current version; applied as a new one
+        from hpcenv import images
+
+        prefix = usable.image.path
+        require_writable(prefix, [prefix])
+        ref = images.mount_current(prefix)
+        tree, image_version = ref.mount, ref.image.name.removesuffix(images.SUFFIX)
+    else:
+        require_writable(prefix, [prefix, prefix / "conda-meta"])
     engine.check_specs([*add, *drop])
-    state = engine.read_prefix(prefix)
+    state = engine.read_prefix(tree)
     add_names = {engine.spec_name(s) for s in add}
     drop_names = {engine.spec_name(s) for s in drop}
     # a damaged record of a package the user names is reinstalled; any other is refused
     refuse_damaged(state, name, prefix, add_names)
     damaged = {d.name for d in state.damaged}
     installed = state.packages
-    meta = EnvMeta.load(prefix)
-    asked = requested(prefix, installed, meta)
+    meta = EnvMeta.load(tree)
+    asked = requested(tree, installed, meta)
     rec_channels = tuple(dict.fromkeys([*asked.channels, *map(normalize_channel, channels)]))
     if not rec_channels:
         rec_channels = tuple(settings.channels)
     if meta is None:
         meta = EnvMeta(name, str(prefix), asked.specs, rec_channels, made_by=env_maker(prefix))
     specs = {spec_name(s): s for s in asked.specs}
-    pending = _read_pending(prefix)
+    pending = _read_pending(tree)
     command = "remove" if drop else "install"
     warnings: list[str] = []
     relaxed = None
@@ -208,6 +218,7 @@ def plan_update(
         solve_specs=solve_specs,
         reinstall=reinstall,
         normalize=bool(state.relative_noarch),
+        image_version=image_version,
     )
 
 
@@ -222,6 +233,10 @@ def apply_update(
     """Carry out a plan under the storage lock (refused if the env changed meanwhile)."""
     from hpcenv import engine
 
+    if plan.image_version is not None:
+        from hpcenv import images
+
+        return images.apply_update(layout, settings, plan, progress=progress, on_wait=on_wait)
     start = time.perf_counter()
     prefix = plan.prefix
     added = [p for p in plan.target if p.key not in {q.key for q in plan.installed}]

@@ -113,10 +113,12 @@ def render_jobscript(
     log_dir: Path,
     pack: Path | None = None,
     activation: Path | None = None,
+    image: tuple[Path, Path] | None = None,
 ) -> str:
     """A complete sbatch script for `req` (pure). `activation` is the env's static script
     (default `PREFIX/etc/hpcenv/activate.sh`; the caller makes sure it exists:
-    `activate.ensure_static_script`); with `req.stage`, `pack` is the env's pack."""
+    `activate.ensure_static_script`); with `req.stage`, `pack` is the env's pack. An image
+    env gives `image` (its file, its mount path = `req.prefix`): mounted once per node."""
     validate(req)
     if not _WORD.match(str(log_dir)):
         raise UsageError(
@@ -159,6 +161,15 @@ def render_jobscript(
             *site.module_lines,
             "set -u",
         ]
+    if image is not None:
+        if req.stage:
+            raise UsageError(
+                f"{req.env_name} is an image env: it is mounted on each node, not staged",
+                hint="drop --stage",
+            )
+        from hpcenv.images.mounts import job_lines
+
+        lines += job_lines(*image)
     if req.stage:
         if pack is None:
             raise UsageError(
@@ -267,14 +278,18 @@ def build_jobscript(
     from hpcenv.jobs.pack import pack
     from hpcenv.trust import resolve_for_use
 
-    usable = resolve_for_use(layout, env)
+    usable = resolve_for_use(layout, env, mount=False)  # an image is mounted by the job itself
     env_name, prefix = usable.name, usable.prefix
     argv = list(command)
     if argv[:1] == ["--"]:
         argv = argv[1:]
     opts = {f.name: getattr(options, f.name) for f in fields(options)}
     req = JobRequest(
-        env_name or prefix.name, prefix, tuple(argv), **opts, no_user_site=settings.no_user_site
+        env_name or (usable.image.path if usable.image is not None else prefix).name,
+        prefix,
+        tuple(argv),
+        **opts,
+        no_user_site=settings.no_user_site,
     )
     site = SchedulerSite(
         settings.partition,
@@ -285,14 +300,17 @@ def build_jobscript(
     )
     log_dir = settings.log_dir or layout.log_dir
     validate(req)
-    packed = script = None
-    if options.stage:
+    packed = script = image = None
+    if usable.image is not None:  # its activate.sh is in the image
+        image = (usable.image.image, usable.image.mount)
+        script = prefix / "etc" / "hpcenv" / "activate.sh"
+    elif options.stage:
         packed = Path(pack(prefix, req.env_name, layout.packs_dir).path)
     else:
         script = ensure_static_script(
             prefix, env_name or str(prefix), layout.state_dir, no_user_site=settings.no_user_site
         )
-    text = render_jobscript(req, site, log_dir=log_dir, pack=packed, activation=script)
+    text = render_jobscript(req, site, log_dir=log_dir, pack=packed, activation=script, image=image)
     _make_log_dir(Path(options.output).parent if options.output else log_dir)
     return text
 

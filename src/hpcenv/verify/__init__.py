@@ -72,7 +72,7 @@ def verify(
         targets = [resolve(layout, target)]
     envs = []
     for name, prefix in targets:
-        check = check_prefix(prefix, name=name, full=full)
+        check = check_prefix(_tree(prefix), name=name, full=full)
         if repair_pending(layout, prefix):
             from dataclasses import replace
 
@@ -106,7 +106,10 @@ def quick_check(layout, prefixes: dict, seconds: float) -> tuple[list[EnvCheck],
     `seconds`; returns the checks made and how many envs were not reached."""
     deadline = time.monotonic() + seconds
     out = []
-    todo = list(prefixes.items())
+    from hpcenv.registry import is_image
+
+    # an image env's files are in a read-only image (doctor's `images` check looks at it)
+    todo = [(p, n) for p, n in prefixes.items() if not is_image(p)]
     while todo:
         prefix, name = todo[0]
         if time.monotonic() > deadline:
@@ -117,6 +120,17 @@ def quick_check(layout, prefixes: dict, seconds: float) -> tuple[list[EnvCheck],
         if not check.complete:
             break
     return out, len(todo)
+
+
+def _tree(prefix):
+    """Where an env's files are: an image env's current version, mounted here (`images`)."""
+    from hpcenv.registry import is_image
+
+    if not is_image(prefix):
+        return prefix
+    from hpcenv.images import readable_tree
+
+    return readable_tree(prefix)
 
 
 __all__ = [
