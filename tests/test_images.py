@@ -595,3 +595,54 @@ def test_install_makes_a_new_version_while_a_running_job_keeps_the_old_one(slurm
     hpcenv_ok(h, "umount")
     hpcenv_ok(h, "clean", "--yes")  # no job names it any more
     assert [p.name for p in _dir(h).glob("*.sqfs")] == [f"{new}.sqfs"]
+
+
+# --------------------------------------------------------------------------- Jupyter kernels
+
+
+def test_kernel_of_an_image_env_mounts_the_current_version_where_it_starts(
+    image_home, real_channel, request, tmp_path
+):
+    """The kernelspec names the env's directory, not a version's mount: with nothing mounted
+    (a fresh node), the launcher mounts the current version and the kernel runs from it."""
+    from tests.jupyter import client_env, ipykernel_wheels, pip_section, start_kernel
+
+    h = image_home
+    yml = tmp_path / "nb.yml"
+    yml.write_text(
+        f"name: nbim\nchannels:\n  - {real_channel.url}\ndependencies:\n  - python\n"
+        + pip_section(ipykernel_wheels(request))
+    )
+    hpcenv_ok(h, "create", "-f", str(yml), "--image")
+    data = tmp_path / "jupyter"
+    hpcenv_ok(h, "kernel", "nbim", JUPYTER_DATA_DIR=str(data))
+    spec = json.loads((data / "kernels" / "hpcenv-nbim" / "kernel.json").read_text())
+    named = Path(spec["metadata"]["hpcenv"]["prefix"])
+    assert named.resolve() == _dir(h, "nbim").resolve()  # the env, not a version's mount
+    hpcenv_ok(h, "umount", "nbim")
+    assert mounts_below(h["mount_root"]) == []
+    code = "import json, os, sys; print(json.dumps([sys.prefix, os.environ['CONDA_PREFIX']]))"
+    result = start_kernel(data, "hpcenv-nbim", code, env=client_env(HOME=str(h["home"])))
+    assert result["status"] == "ok", result
+    mount = str(_mount(h, "nbim"))
+    assert json.loads(result["stdout"]) == [mount, mount]
+    listed = json.loads(
+        hpcenv_ok(h, "kernel", "--list", "--json", JUPYTER_DATA_DIR=str(data)).stdout
+    )["result"]
+    assert [(k["name"], k["env_exists"]) for k in listed["kernels"]] == [("hpcenv-nbim", True)]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("install", "im", "--pip", "six"), ("repair", "im")],
+    ids=["install-pip", "repair"],
+)
+def test_commands_that_write_into_an_env_refuse_an_image_env_and_say_what_to_do(image_home, args):
+    h = image_home
+    _create(h)
+    before = _record(h)
+    r = hpcenv_in(h, *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is an image env" in lines[0], r.stderr
+    assert _record(h) == before

@@ -86,6 +86,13 @@ def resolve_for_use(layout: Layout, name_or_prefix: str, *, mount: bool = True) 
     return UsableEnv(name, prefix, owner, share)
 
 
+def refuse_image(usable: UsableEnv, given: str, why: str, hint: str) -> None:
+    """UsageError (exit 2) for a command that would write into an image env's read-only
+    image: `why` says what it cannot do, `hint` what to do instead."""
+    if usable.image is not None:
+        raise UsageError(f"{usable.name or given} is an image env: {why}", hint=hint)
+
+
 def _unreadable(given: str) -> RefusedError:
     return RefusedError(
         f"cannot read environment {given}: permission denied",

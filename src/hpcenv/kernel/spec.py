@@ -35,6 +35,7 @@ from typing import Any
 
 from hpcenv import shell as sh
 from hpcenv.errors import UsageError
+from hpcenv.registry import IMAGE_RECORD
 
 PREFIX = "hpcenv-"
 KERNEL_JSON = "kernel.json"
@@ -145,6 +146,8 @@ def render(
     no_user_site: bool = True,
     debugger: bool = False,
     python_options: Sequence[str] = (),
+    image_dir: Path | None = None,
+    hpcenv_argv: Sequence[str] = (),
 ) -> KernelFiles:
     """kernel.json and the launcher of the kernel `kernel` kept in `directory` (pure).
 
@@ -153,7 +156,12 @@ def render(
     $MODULESHOME when the Jupyter server did not pass it on), the --env variables (before the
     activation, as conda exports `conda env config vars`: the hooks see them), the activation,
     then `exec` of the env's python, so that the kernel is the process Jupyter signals.
-    Module lines are the site's shell code, kept as written; every other word is quoted."""
+    Module lines are the site's shell code, kept as written; every other word is quoted.
+
+    An image env (`image_dir`: its directory in storage; `prefix`: where its current version
+    is mounted now) is activated by `hpcenv activate` (`hpcenv_argv`), which mounts the
+    current version on the node the kernel starts on, as it does in a shell; the kernel is the
+    python of whatever version is current then."""
     from hpcenv.activate import posix_activation
 
     for value in (str(prefix), str(directory), env_name or ""):
@@ -185,26 +193,32 @@ def render(
         f"hpcenv: the environment of the Jupyter kernel {kernel} is gone: {prefix} "
         f"(remove the kernel with `{sh.command(['hpcenv', 'kernel', label, '--remove'])}`)"
     )
+    marker = prefix / "conda-meta" if image_dir is None else image_dir / IMAGE_RECORD
     lines += [
-        f"if [ ! -d {q(str(prefix / 'conda-meta'))} ]; then",
+        f"if [ ! -e {q(str(marker))} ]; then",
         f"  printf '%s\\n' {q(gone)} >&2",
         "  exit 1",
         "fi",
     ]
-    activation = posix_activation(
-        q(str(prefix)), name=env_name or str(prefix), no_user_site=no_user_site
-    )
-    lines.append(activation.rstrip("\n"))
-    python = prefix / "bin" / "python"
-    argv = sh.command([str(python), *python_options, "-m", "ipykernel_launcher", "-f"])
-    lines.append(f'exec {argv} "$1"')
+    if image_dir is None:
+        activation = posix_activation(
+            q(str(prefix)), name=env_name or str(prefix), no_user_site=no_user_site
+        )
+        lines.append(activation.rstrip("\n"))
+        python = sh.quote("sh", str(prefix / "bin" / "python"))
+    else:
+        activate = sh.command([*hpcenv_argv, "activate", "-p", str(image_dir), "--shell", "bash"])
+        lines.append(f'eval "$({activate})" || exit 1')
+        python = '"$CONDA_PREFIX/bin/python"'
+    argv = sh.command([*python_options, "-m", "ipykernel_launcher", "-f"])
+    lines.append(f'exec {python} {argv} "$1"')
     launcher = "\n".join(lines) + "\n"
 
     metadata: dict[str, Any] = {
         "hpcenv": {
             "version": SPEC_VERSION,
             "env": env_name,
-            "prefix": str(prefix),
+            "prefix": str(prefix if image_dir is None else image_dir),
             "env_vars": [f"{k}={v}" for k, v in env_vars],
         }
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -176,7 +177,9 @@ def write_kernel(
         raise UsageError(f"{label} has no ipykernel, which a Jupyter kernel needs", hint=hint)
     owner = _user(usable.owner_uid) if usable.owner_uid not in (os.geteuid(), 0) else None
     title = display_name or default_display_name(env_name or prefix.name, owner)
-    name = kernel_name(env_name, prefix)
+    # an image env is known by its directory in storage; `prefix` is where it is mounted now
+    image_dir = usable.image.path if usable.image is not None else None
+    name = kernel_name(env_name, image_dir or prefix)
     base = kernels_dir(environ)
     directory = base / name
     files = render(
@@ -190,10 +193,12 @@ def write_kernel(
         no_user_site=settings.no_user_site,
         debugger=_has_debugpy(prefix),
         python_options=python_flags(prefix),
+        image_dir=image_dir,
+        hpcenv_argv=(sys.executable, "-m", "hpcenv") if image_dir is not None else (),
     )
     _make_dirs(base)
     _check_dir(base, "the Jupyter kernels directory", own_link=True)
-    replaced = _check_existing(directory, prefix)
+    replaced = _check_existing(directory, image_dir or prefix)
     if not os.path.lexists(directory):
         os.mkdir(directory, _mode(0o755))
         tick()
@@ -208,7 +213,7 @@ def write_kernel(
         directory=directory,
         display_name=title,
         env=env_name,
-        prefix=prefix,
+        prefix=image_dir or prefix,
         env_exists=True,
         env_vars=tuple(f"{k}={v}" for k, v in pairs),
     )

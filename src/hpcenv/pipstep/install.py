@@ -31,7 +31,7 @@ def install_into(
     into an existing env, under the storage lock; the requirements join what the env records
     as asked for (`env.json` `pip`)."""
     from hpcenv.envs.plan import ChangeReport
-    from hpcenv.trust import resolve_for_use
+    from hpcenv.trust import refuse_image, resolve_for_use
 
     base = Path.cwd() if cwd is None else cwd
     lines = expand([*requirements, *(f"-r {path}" for path in files)], base)
@@ -39,7 +39,12 @@ def install_into(
         raise UsageError(
             "no PyPI requirements given", hint="hpcenv install ENV --pip NAME[==VERSION]..."
         )
-    usable = resolve_for_use(layout, name_or_prefix)  # refused: an env others can plant in
+    usable = resolve_for_use(layout, name_or_prefix, mount=False)  # refused: others can plant in
+    refuse_image(
+        usable, name_or_prefix, "its image is read-only, so PyPI packages cannot go into it",
+        f"`hpcenv export {name_or_prefix} -o env.yml`, add them under `pip:`, then `hpcenv "
+        "create -f env.yml --image` (a new env)",
+    )  # fmt: skip
     name, prefix = usable.name, usable.prefix
     _check_env(prefix)
     if dry_run:
@@ -57,7 +62,9 @@ def finish_interrupted(layout: Layout, settings, name_or_prefix: str, on_wait=No
     from hpcenv.pypi import has_pending
     from hpcenv.trust import resolve_for_use
 
-    usable = resolve_for_use(layout, name_or_prefix)
+    usable = resolve_for_use(layout, name_or_prefix, mount=False)
+    if usable.image is not None:
+        return None  # nothing is ever installed into an image env by uv
     name, prefix = usable.name, usable.prefix
     if not has_pending(prefix):
         return None

@@ -27,9 +27,14 @@ def plan_repair(
     """Check the env and decide how each broken package is repaired; nothing is changed.
     An interrupted repair of the env is planned from its journal (to be finished)."""
     from hpcenv.envs.checks import require_writable
-    from hpcenv.trust import resolve_for_use
+    from hpcenv.trust import refuse_image, resolve_for_use
 
-    usable = resolve_for_use(layout, name_or_prefix)  # refused: an env others can plant in
+    usable = resolve_for_use(layout, name_or_prefix, mount=False)  # refused: others can plant in
+    refuse_image(
+        usable, name_or_prefix, "its files live in a read-only image that repair cannot change",
+        f"`hpcenv verify {name_or_prefix}` checks the image; if it is damaged, re-create the env "
+        f"from `hpcenv export {name_or_prefix} --lock -o env.lock`",
+    )  # fmt: skip
     name, prefix = usable.name, usable.prefix
     require_writable(prefix, [prefix, prefix / "conda-meta"])
     h = _pending_header(layout, prefix)
