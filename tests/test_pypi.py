@@ -427,3 +427,18 @@ def test_pypi_packages_installed_by_hand_are_exported_pinned_and_named_by_export
     assert engine.read_lock_pypi(h["tmp"] / "e.lock") == []
     info = json.loads(ok(h, "info", "e", "--json").stdout)["result"]
     assert [(p["name"], p["source"]) for p in info["pypi"]] == [("six", "unrecorded")]
+
+
+def test_image_env_from_a_lock_installs_the_locked_pypi_artifacts(h, mount_root):
+    """`create -f LOCK --image`: the PyPI part is the lock's (same URLs, same hashes, offline),
+    not the requirements resolved again."""
+    yml = env_yml(h, "mixed", ["python"], ["six==1.16.0", "tqdm"])
+    ok(h, "create", "-f", str(yml))
+    lock = h["tmp"] / "mixed.lock"
+    ok(h, "export", "mixed", "--lock", "-o", str(lock))
+    roots = {"HPCENV_IMAGES_MOUNT_ROOT": str(mount_root), "UV_OFFLINE": "1"}
+    ok(h, "create", "img", "-f", str(lock), "--image", **roots)
+    code = "import sys, six, tqdm; print(sys.prefix)"
+    mount = Path(ok(h, "run", "img", "--", "python", "-c", code, **roots).stdout.strip())
+    assert mount.is_relative_to(mount_root)
+    assert pypi_record(mount) == pypi_record(prefix_of(h, "mixed"))

@@ -240,7 +240,7 @@ def create(
     meta_specs = list(specs if made_by is MadeBy.LOCK else req.specs)
     if image:  # an image env: built at its mount path, imaged into storage (`images`)
         return _create_image(layout, settings, req, name, prefix, solution, meta_specs,
-                             channels, pip_lines, cuda, made_by, warnings, report_args,
+                             channels, pip_lines, locked_pypi, cuda, made_by, warnings, report_args,
                              start, progress, on_wait)  # fmt: skip
     layers = sitecache.trusted_layers(settings)
     warnings += layers.warnings
@@ -327,18 +327,20 @@ def create(
 
 
 def _create_image(
-    layout, settings, req, name, prefix, solution, meta_specs, channels, pip_lines, cuda,
-    made_by, warnings, report_args, start, progress, on_wait,
+    layout, settings, req, name, prefix, solution, meta_specs, channels, pip_lines, locked_pypi,
+    cuda, made_by, warnings, report_args, start, progress, on_wait,
 ) -> ChangeReport:  # fmt: skip
     """`create` of an image env: the same request, built by `images.create`."""
     from hpcenv import images
 
     now = time.time()
     meta = EnvMeta(name, str(prefix), tuple(meta_specs), tuple(channels), tuple(pip_lines),
-                   cuda, req.gpu, now, now, made_by)  # fmt: skip
+                   cuda, req.gpu, now, now, made_by,
+                   lockfile=str(Path(req.lockfile).resolve()) if req.lockfile else None)  # fmt: skip
     more, recovered, resumed = images.create(
         layout, settings, prefix=prefix, name=name, solution=solution, meta=meta,
         specs=meta_specs, force=req.force, progress=progress, on_wait=on_wait,
+        pip_locked=locked_pypi,
     )  # fmt: skip
     return ChangeReport(
         "create", dry_run=False, warnings=tuple(warnings + more),

@@ -35,9 +35,12 @@ def build_version(
     number: int,
     write_records: Callable[[Path], None],
     progress: bool = False,
+    pip_locked: Sequence = (),
 ) -> Built:
     """Install `packages` at a fresh mount path, image the tree into `out_dir/ID.sqfs` (atomic
-    rename), delete the tree. `write_records(tree)` writes conda's history and records."""
+    rename), delete the tree. `write_records(tree)` writes conda's history and records.
+    `pip_locked`: the PyPI packages of a lock file (pypi.PypiPackage), installed as locked
+    instead of resolving `meta.pip` again."""
     from hpcenv import engine, perms
     from hpcenv.activate import write_static_script
     from hpcenv.envs.checks import check_space
@@ -58,7 +61,9 @@ def build_version(
             if meta.pip:
                 from hpcenv import pipstep
 
-                pip_plan = pipstep.plan(layout, tree, requirements=list(meta.pip), creating=True)
+                pip_plan = pipstep.plan(
+                    layout, tree, requirements=list(meta.pip), locked=pip_locked, creating=True
+                )
                 pipstep.apply(layout, pip_plan, final_prefix=tree)
             perms.limit_installed(tree, layout.package_cache, packages)
             now = time.time()
@@ -132,7 +137,8 @@ def _umask() -> int:
 
 
 def create(layout, settings, *, prefix: Path, name: str | None, solution, meta, specs,
-           force: bool, progress: bool, on_wait) -> tuple[list, list, bool]:  # fmt: skip
+           force: bool, progress: bool, on_wait,
+           pip_locked: Sequence = ()) -> tuple[list, list, bool]:  # fmt: skip
     """Build a new image env at `prefix` (journaled as `create` is: `envs.journal`), replacing
     an existing env with `force`. Returns (warnings, recovered, resumed)."""
     from hpcenv.condameta import spec_name, write_records
@@ -167,7 +173,7 @@ def create(layout, settings, *, prefix: Path, name: str | None, solution, meta, 
             built = build_version(
                 layout, settings, tx.tmp, packages=solution.packages, meta=meta, name=name,
                 label=label_for(name, prefix), number=1, write_records=records,
-                progress=progress,
+                progress=progress, pip_locked=pip_locked,
             )  # fmt: skip
             write_image(ImageEnv(tx.tmp, name, built.version.id, (built.version,), meta.made_by))
             tick()
