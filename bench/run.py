@@ -1160,10 +1160,58 @@ def bench_images(quick: bool, work: Path) -> list[Row | Skipped]:
     ]
 
 
+def bench_fixed(quick: bool, work: Path) -> list[Row | Skipped]:
+    """create's fixed cost: a warm create of one small package (one file) from a one-package
+    channel, hpcenv against the plain py-rattler script; the difference of the medians is
+    what hpcenv adds per command (start-up, checks, history, records, registry, scripts)."""
+    from hpcenv.channel import PackageRecipe, build_channel
+
+    url = build_channel(work / "chan", [PackageRecipe("tiny", "1.0", files={"share/t": "t\n"})])
+    raw = work / "raw.py"
+    raw.write_text(RAW_RATTLER)
+    home, storage = work / "home", work / "storage"
+    (home / ".conda").mkdir(parents=True)
+    storage.mkdir()
+    env = {**os.environ, "HOME": str(home), "HPCENV_STORAGE": str(storage),
+           "HPCENV_SITE_CONFIG": str(work / "none.toml"), "HPCENV_ALLOW_HOME": "1"}  # fmt: skip
+    env.pop("SLURM_JOB_ID", None)
+    counter = iter(range(10_000))
+
+    def raw_once() -> None:
+        target = work / f"raw-{next(counter)}"
+        run([sys.executable, str(raw), url, str(work / "raw-cache"), str(target), "tiny"])
+        shutil.rmtree(target)
+
+    def hpcenv_once() -> None:
+        prefix = storage / f"e{next(counter)}"
+        run(hpcenv_cmd("-q", "create", "-p", str(prefix), "tiny", "-c", url), env=env)
+        shutil.rmtree(prefix)
+
+    raw_once()  # warm both caches
+    hpcenv_once()
+    t_raw, t_h = [], []
+    for _ in range(5 if quick else 21):
+        t_raw += timeit(raw_once, 1)
+        t_h += timeit(hpcenv_once, 1)
+    extra = (statistics.median(t_h) - statistics.median(t_raw)) * 1e3
+    return [
+        Row(
+            "fixed",
+            f"create of one one-file package, warm cache: hpcenv's fixed cost {extra:.0f} ms",
+            t_h,
+            "py-rattler script",
+            t_raw,
+            "<= +20 ms",
+            extra <= 20,
+        )
+    ]
+
+
 SECTIONS: dict[str, Callable[[bool, Path], list[Row | Skipped]]] = {
     "create": bench_create,
     "activation": bench_activation,
     "startup": bench_startup,
+    "fixed": bench_fixed,
     "migration": bench_migration,
     "usage": bench_usage,
     "verify": bench_verify,
