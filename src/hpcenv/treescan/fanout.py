@@ -106,13 +106,11 @@ def shares(pieces: Sequence[Any], n: int) -> list[list[Any]]:
 
 def _forked(pieces: Sequence[Any], work: Work, processes: int) -> tuple[list[Any], bool]:
     """This process and `processes - 1` forked children, a share each."""
-    import pickle  # noqa: F401 - loaded before forking, not in each child
-
     mine, *others = shares(pieces, processes)
     children: list[tuple[int, int, list[Any]]] = []
     try:
         for share in others:
-            child = _spawn(work, share)
+            child = walk.spawn(lambda share=share: _serial(share, work))
             if child is None:
                 mine += share
             else:
@@ -120,7 +118,7 @@ def _forked(pieces: Sequence[Any], work: Work, processes: int) -> tuple[list[Any
         out, complete = _serial(mine, work)
         while children:
             pid, fd, share = children.pop(0)
-            got = _receive(pid, fd)
+            got = walk.receive(pid, fd)
             if got is None:
                 got = _serial(share, work)
             out += got[0]
@@ -130,45 +128,3 @@ def _forked(pieces: Sequence[Any], work: Work, processes: int) -> tuple[list[Any
             os.close(fd)
             walk._end(pid)
     return out, complete
-
-
-def _spawn(work: Work, share: list[Any]) -> tuple[int, int] | None:
-    """Fork a child that does `share` and writes its pickled results to a pipe; None if the
-    system cannot fork now."""
-    read, write = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(read)
-        os.close(write)
-        return None
-    if pid == 0:  # the child: work, pickle, then _exit (no atexit, no flush)
-        status = 1
-        try:
-            import pickle
-
-            os.close(read)
-            data = pickle.dumps(_serial(share, work), protocol=pickle.HIGHEST_PROTOCOL)
-            with os.fdopen(write, "wb") as out:
-                out.write(data)
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write)
-    return pid, read
-
-
-def _receive(pid: int, fd: int) -> tuple[list[Any], bool] | None:
-    """The child's results (closing `fd`, reaping the child); None if it failed."""
-    try:
-        with os.fdopen(fd, "rb") as inp:
-            data = inp.read()
-    except BaseException:
-        walk._end(pid)
-        raise
-    _pid, status = os.waitpid(pid, 0)
-    if status != 0 or not data:
-        return None
-    import pickle
-
-    return pickle.loads(data)

@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 # Automatic parallelism (threads=None and processes=None); see the module doc.
 PROBE_ENTRIES = 2000  # entries walked in the calling thread before choosing
@@ -242,8 +244,38 @@ def _forked(walk: _Walk, stack: list, first: Tally, processes: int) -> list[Tall
 
 
 def _spawn(walk: _Walk, share: list) -> tuple[int, int] | None:
-    """Fork a child that walks `share` and writes its pickled tally to a pipe; None if the
-    system cannot fork now."""
+    """Fork a child that walks `share` and sends its tally (see `spawn`)."""
+    return spawn(lambda: _child_tally(walk, share))
+
+
+def _child_tally(walk: _Walk, share: list) -> list:
+    """In a child: walk `share`; the tally's fields, links seen in full already settled."""
+    tally = Tally()
+    _work(walk, share, tally, budget=sys.maxsize)
+    for key, rec in list(tally.multi.items()):
+        if rec[3] >= rec[2]:  # every link seen here: settled, no need to send it
+            del tally.multi[key]
+            tally.size += rec[0]
+            tally.blocks += rec[1]
+            tally.inodes += 1
+    return [getattr(tally, f) for f in Tally.__slots__]
+
+
+def _receive(pid: int, fd: int) -> Tally | None:
+    """The child's tally (closing `fd` and reaping the child); None if it failed."""
+    fields = receive(pid, fd)
+    if fields is None:
+        return None
+    tally = Tally()
+    for field, value in zip(Tally.__slots__, fields, strict=True):
+        setattr(tally, field, value)
+    return tally
+
+
+def spawn(produce: Callable[[], Any]) -> tuple[int, int] | None:
+    """Fork a child that calls `produce` and writes its pickled result to a pipe: (pid, the
+    pipe's read end), or None if the system cannot fork now. The child makes os/pickle calls
+    only and leaves by _exit (no atexit, no flush)."""
     read, write = os.pipe()
     try:
         pid = os.fork()
@@ -251,19 +283,11 @@ def _spawn(walk: _Walk, share: list) -> tuple[int, int] | None:
         os.close(read)
         os.close(write)
         return None
-    if pid == 0:  # the child: os/pickle calls only, then _exit (no atexit, no flush)
+    if pid == 0:
         status = 1
         try:
             os.close(read)
-            tally = Tally()
-            _work(walk, share, tally, budget=sys.maxsize)
-            for key, rec in list(tally.multi.items()):
-                if rec[3] >= rec[2]:  # every link seen here: settled, no need to send it
-                    del tally.multi[key]
-                    tally.size += rec[0]
-                    tally.blocks += rec[1]
-                    tally.inodes += 1
-            data = pickle.dumps([getattr(tally, f) for f in Tally.__slots__], protocol=5)
+            data = pickle.dumps(produce(), protocol=pickle.HIGHEST_PROTOCOL)
             with os.fdopen(write, "wb") as out:
                 out.write(data)
             status = 0
@@ -273,8 +297,8 @@ def _spawn(walk: _Walk, share: list) -> tuple[int, int] | None:
     return pid, read
 
 
-def _receive(pid: int, fd: int) -> Tally | None:
-    """The child's tally (closing `fd` and reaping the child); None if it failed."""
+def receive(pid: int, fd: int) -> Any | None:
+    """What the child of `spawn` sent (closing `fd`, reaping the child); None if it failed."""
     try:
         with os.fdopen(fd, "rb") as inp:
             data = inp.read()
@@ -284,10 +308,7 @@ def _receive(pid: int, fd: int) -> Tally | None:
     _pid, status = os.waitpid(pid, 0)
     if status != 0 or not data:
         return None
-    tally = Tally()
-    for field, value in zip(Tally.__slots__, pickle.loads(data), strict=True):
-        setattr(tally, field, value)
-    return tally
+    return pickle.loads(data)
 
 
 def _end(pid: int) -> None:
