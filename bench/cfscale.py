@@ -68,14 +68,7 @@ def bench_solve(quick: bool, work: Path) -> list:
     home, storage = work / "home", work / "storage"
     (home / ".conda").mkdir(parents=True)
     storage.mkdir()
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "HPCENV_STORAGE": str(storage),
-        "HPCENV_SITE_CONFIG": str(work / "none.toml"),
-        "HPCENV_ALLOW_HOME": "1",
-    }
-    env.pop("SLURM_JOB_ID", None)
+    env = kit.user_env(work)
     raw_cmd = [sys.executable, str(script), chan.url, str(work / "raw-cache"), *REQUEST]
     prefix = str(storage / "ds")
     hpcenv_cmd = kit.hpcenv_cmd("create", "--dry-run", "-p", prefix, *REQUEST, "-c", chan.url)

@@ -39,14 +39,7 @@ def _bench(quick: bool, work: Path, url: str, where: str) -> list:
     raw = work / "raw.py"
     raw.write_text(kit.RAW_RATTLER)
     home, storage = work / "home", work / "storage"
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "HPCENV_STORAGE": str(storage),
-        "HPCENV_SITE_CONFIG": str(work / "none.toml"),
-        "HPCENV_ALLOW_HOME": "1",
-    }
-    env.pop("SLURM_JOB_ID", None)
+    env = kit.user_env(work)
     counter = iter(range(10_000))
 
     def raw_once():

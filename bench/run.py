@@ -244,6 +244,20 @@ import time; time.sleep(0.002)  # as hpcenv's engine: rattler may crash an insta
 """
 
 
+def user_env(work: Path) -> dict[str, str]:
+    """The environment of a user whose home is WORK/home and storage WORK/storage, with no
+    site config, outside any SLURM job (the directories are the caller's to make)."""
+    env = {
+        **os.environ,
+        "HOME": str(work / "home"),
+        "HPCENV_STORAGE": str(work / "storage"),
+        "HPCENV_SITE_CONFIG": str(work / "none.toml"),
+        "HPCENV_ALLOW_HOME": "1",
+    }
+    env.pop("SLURM_JOB_ID", None)
+    return env
+
+
 def bench_create(quick: bool, work: Path) -> list[Row | Skipped]:
     """hpcenv create vs a plain py-rattler script: same channel, same specs, cold and warm.
 
@@ -554,14 +568,7 @@ def bench_pack(quick: bool, work: Path) -> list[Row | Skipped]:
     home, storage = work / "home", work / "storage"
     (home / ".conda").mkdir(parents=True)
     storage.mkdir()
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "HPCENV_STORAGE": str(storage),
-        "HPCENV_SITE_CONFIG": str(work / "none.toml"),
-        "HPCENV_ALLOW_HOME": "1",
-    }
-    env.pop("SLURM_JOB_ID", None)
+    env = user_env(work)
     prefix = storage / "big"
     run(
         hpcenv_cmd(
@@ -611,14 +618,7 @@ def bench_real(quick: bool, work: Path) -> list[Row | Skipped]:
     home, storage = work / "home", work / "storage"
     (home / ".conda").mkdir(parents=True)
     storage.mkdir()
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "HPCENV_STORAGE": str(storage),
-        "HPCENV_SITE_CONFIG": str(work / "none.toml"),
-        "HPCENV_ALLOW_HOME": "1",
-    }
-    env.pop("SLURM_JOB_ID", None)
+    env = user_env(work)
     counter = iter(range(10_000))
 
     def raw_once() -> None:
@@ -1172,9 +1172,7 @@ def bench_fixed(quick: bool, work: Path) -> list[Row | Skipped]:
     home, storage = work / "home", work / "storage"
     (home / ".conda").mkdir(parents=True)
     storage.mkdir()
-    env = {**os.environ, "HOME": str(home), "HPCENV_STORAGE": str(storage),
-           "HPCENV_SITE_CONFIG": str(work / "none.toml"), "HPCENV_ALLOW_HOME": "1"}  # fmt: skip
-    env.pop("SLURM_JOB_ID", None)
+    env = user_env(work)
     counter = iter(range(10_000))
 
     def raw_once() -> None:
