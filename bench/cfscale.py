@@ -61,7 +61,7 @@ import time; time.sleep(0.002)
 
 def bench_solve(quick: bool, work: Path) -> list:
     names, records = (3_000, 50_000) if quick else (30_000, 500_000)
-    repeat = 3 if quick else 7
+    repeat = 1 if quick else 7
     chan = cfchannel.cached(test_cache() / "cfscale", names, records)
     script = work / "solve.py"
     script.write_text(SOLVE_RATTLER)

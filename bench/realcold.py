@@ -35,7 +35,7 @@ def bench_real_cold(quick: bool, work: Path) -> list:
 
 def _bench(quick: bool, work: Path, url: str, where: str) -> list:
     specs = ["python", "numpy", "tqdm"]
-    repeat = 3 if quick else 7
+    repeat = 1 if quick else 7
     raw = work / "raw.py"
     raw.write_text(kit.RAW_RATTLER)
     home, storage = work / "home", work / "storage"

@@ -122,10 +122,8 @@ def hpcenv_cmd(*args: str) -> list[str]:
 def bench_migration(quick: bool, work: Path) -> list[Row | Skipped]:
     """setup across filesystems vs `cp -a` of the same tree; same filesystem: rename."""
     out: list[Row | Skipped] = []
-    files = (
-        2_000 if quick else 100_000
-    )  # quick: a smoke run (deletes are slow on a discard-mounted disk)
-    repeat = 3
+    # quick: a smoke run, once each (deletes are slow on a discard-mounted disk)
+    files, repeat = (1_000, 1) if quick else (100_000, 3)
     env_base = {**os.environ, "HPCENV_SITE_CONFIG": str(work / "none.toml")}
     src_template = work / "template"
     make_tree(src_template / ".cache" / "pip", files)
@@ -197,7 +195,7 @@ def bench_migration(quick: bool, work: Path) -> list[Row | Skipped]:
     # same filesystem: constant time whatever the size
     home, storage = work / "home-same", work / "storage-same"
     rows = []
-    for n in [1_000, files] if not quick else [1_000, files]:
+    for n in sorted({1_000, files}):
         tmpl = work / f"tmpl-{n}"
         make_tree(tmpl / ".cache" / "pip", n)
 
@@ -275,15 +273,11 @@ def bench_create(quick: bool, work: Path) -> list[Row | Skipped]:
 
 
 def _bench_create(quick: bool, work: Path) -> list[Row | Skipped]:
-    from bench.synthetic import synthetic_packages
-
-    from hpcenv.channel import build_channel
+    from bench.synthetic import synthetic_channel
 
     n = 50 if quick else 200
-    repeat = 3 if quick else 7
-    url = build_channel(
-        work / "chan", synthetic_packages(n_packages=n, versions=3, files_per_package=100)
-    )
+    repeat = 1 if quick else 7
+    url = synthetic_channel(work / "chan", n, versions=3, files_per_package=100)
     specs = [f"pkg{i:03d}" for i in range(n - 10, n)]  # the top ones pull in most of the rest
     raw = work / "raw.py"
     raw.write_text(RAW_RATTLER)
@@ -416,7 +410,7 @@ def bench_usage(quick: bool, work: Path) -> list[Row | Skipped]:
     files = 20_000 if quick else 200_000
     tree = work / "tree"
     make_tree(tree, files, size=10)
-    repeat = 3 if quick else 5
+    repeat = 1 if quick else 5
     code = "import sys; from hpcenv.treescan import scan; scan(sys.argv[1])"
     run(["du", "-s", str(tree)])  # warm the dentry and inode caches
     du = timeit(lambda: run(["du", "-s", str(tree)]), repeat)
@@ -438,20 +432,17 @@ def bench_usage(quick: bool, work: Path) -> list[Row | Skipped]:
 def bench_verify(quick: bool, work: Path) -> list[Row | Skipped]:
     """verify of one env (stat only; then --full) vs `du -s` (and sha256sum) of the same env,
     both warm, interleaved run by run. The env: synthetic packages of 1,000 files each."""
-    from bench.synthetic import synthetic_packages
+    from bench.synthetic import synthetic_channel
 
     from hpcenv import engine
-    from hpcenv.channel import build_channel
 
     n = 20 if quick else 100
-    url = build_channel(
-        work / "chan", synthetic_packages(n_packages=n, versions=1, files_per_package=1000)
-    )
+    url = synthetic_channel(work / "chan", n, versions=1, files_per_package=1000)
     prefix = work / "env"
     solution = engine.solve([url], [f"pkg{i:03d}" for i in range(n)], cache_dir=work / "cache")
     engine.install(solution, prefix, cache_dir=work / "cache")
     files = n * 1000
-    repeat = 3 if quick else 7
+    repeat = 1 if quick else 7
     code = (
         "import sys; from pathlib import Path; from hpcenv.verify import check_prefix; "
         "c = check_prefix(Path(sys.argv[1]), full=sys.argv[2] == 'full'); "
@@ -508,7 +499,7 @@ def bench_submit(quick: bool, work: Path) -> list[Row | Skipped]:
         os.environ["SLURM_CONF"] = str(cluster.conf)
     try:
         env, prefix = _demo_env(work)
-        repeat = 2 if quick else 5
+        pairs = 1 if quick else 7
         script = subprocess.run(
             hpcenv_cmd("jobscript", "demo", "--", "demo-tool"),
             env=env,
@@ -523,7 +514,7 @@ def bench_submit(quick: bool, work: Path) -> list[Row | Skipped]:
         # A pair takes ~6 s and locks onto slurmctld's own cycle, so one side can lose every
         # time: a pause that differs from run to run spreads the phases.
         t_s, t_h = [], []
-        for i in range(repeat + 2):
+        for i in range(pairs):
             time.sleep((i * 0.7) % 2.0)
             t_s += timeit(
                 lambda: run(["sbatch", "--wait", "--parsable"], input=script.encode(), env=env), 1
@@ -557,14 +548,10 @@ def bench_submit(quick: bool, work: Path) -> list[Row | Skipped]:
 
 def bench_pack(quick: bool, work: Path) -> list[Row | Skipped]:
     """pack + stage of a 20,000-file env (stage = unpack + conda-unpack)."""
-    from bench.synthetic import synthetic_packages
-
-    from hpcenv.channel import build_channel
+    from bench.synthetic import synthetic_channel
 
     n = 50 if quick else 200
-    url = build_channel(
-        work / "chan", synthetic_packages(n_packages=n, versions=1, files_per_package=100)
-    )
+    url = synthetic_channel(work / "chan", n, versions=1, files_per_package=100)
     home, storage = work / "home", work / "storage"
     (home / ".conda").mkdir(parents=True)
     storage.mkdir()
@@ -612,7 +599,7 @@ def bench_real(quick: bool, work: Path) -> list[Row | Skipped]:
     except RealPackagesUnavailable as exc:
         return [Skipped("real", str(exc))]
     specs = ["python", "numpy", "tqdm"]
-    repeat = 3 if quick else 7
+    repeat = 1 if quick else 7
     raw = work / "raw.py"
     raw.write_text(RAW_RATTLER)
     home, storage = work / "home", work / "storage"
@@ -669,16 +656,12 @@ def bench_stage(quick: bool, work: Path) -> list[Row | Skipped]:
     disk). Timed inside one job, so scheduling and `sbatch --wait` polling are left out."""
     if os.geteuid() != 0 or shutil.which("slurmd") is None or shutil.which("sbcast") is None:
         return [Skipped("stage", "needs root and SLURM (slurmd, sbcast) to start 3 nodes")]
-    from bench.synthetic import synthetic_packages
+    from bench.synthetic import synthetic_channel
     from tests.slurm import NODE_LOCAL, start_slurm, stop_slurm
 
-    from hpcenv.channel import build_channel
-
-    n = 50 if quick else 200
-    repeat = 3 if quick else 5
-    url = build_channel(
-        work / "chan", synthetic_packages(n_packages=n, versions=1, files_per_package=100)
-    )
+    n = 20 if quick else 200
+    repeat = 1 if quick else 5
+    url = synthetic_channel(work / "chan", n, versions=1, files_per_package=100)
     home, storage = work / "home", work / "storage"
     (home / ".conda").mkdir(parents=True)
     storage.mkdir()
@@ -835,10 +818,11 @@ def bench_kernel(quick: bool, work: Path) -> list[Row | Skipped]:
             raise RuntimeError(f"kernel {name} did not start: {result}")
         return result["seconds"]
 
-    once(jd, "hpcenv-nb")  # warm the page cache for both
-    once(plain / "share" / "jupyter", "plain")
+    if not quick:  # warm the page cache for both
+        once(jd, "hpcenv-nb")
+        once(plain / "share" / "jupyter", "plain")
     t_h, t_plain = [], []
-    for _ in range(3 if quick else 15):
+    for _ in range(1 if quick else 15):
         t_h.append(once(jd, "hpcenv-nb"))
         t_plain.append(once(plain / "share" / "jupyter", "plain"))
     ratio = statistics.median(t_h) / statistics.median(t_plain)
@@ -846,7 +830,8 @@ def bench_kernel(quick: bool, work: Path) -> list[Row | Skipped]:
     launcher = (jd / "kernels" / "hpcenv-nb" / "launch.sh").read_text().rstrip("\n")
     before_exec = work / "before-exec.sh"
     before_exec.write_text(launcher.rsplit("\n", 1)[0] + "\n")
-    t_launch = timeit(lambda: run(["/bin/bash", str(before_exec)], env=server), 20)
+    launches = 5 if quick else 20
+    t_launch = timeit(lambda: run(["/bin/bash", str(before_exec)], env=server), launches)
     note = (
         f"ratio of the fastest runs {min(t_h) / min(t_plain):.2f}x; the launcher itself, up to "
         f"its exec: {statistics.median(t_launch) * 1e3:.1f} ms"
@@ -889,10 +874,14 @@ def _bench_sitecache(quick: bool, work: Path, fs: Path, where: str) -> list[Row 
     from hpcenv.channel import PackageRecipe, build_channel
 
     ensure_users()
-    work.parent.chmod(0o755)  # the bench's temporary directory: hpcalice must pass through
-    work.chmod(0o755)
+    # the bench's temporary directories (and the quick run's tmpfs): hpcalice must pass through
+    top = Path(tempfile.gettempdir())
+    for d in [work, *work.parents]:
+        if d == top or not d.is_relative_to(top):
+            break
+        d.chmod(0o755)
     n, files, size = (20, 40, 32 * 1024) if quick else (60, 60, 48 * 1024)
-    repeat = 3 if quick else 7
+    repeat = 1 if quick else 7
     specs = [
         PackageRecipe(
             f"big{i:02d}",
@@ -1036,7 +1025,7 @@ def bench_images(quick: bool, work: Path) -> list[Row | Skipped]:
     except RealPackagesUnavailable as exc:
         return [Skipped("images", str(exc))]
     specs = ["python", "numpy", "tqdm"]
-    repeat = 3 if quick else 5
+    repeat = 1 if quick else 5
     home, storage, local = work / "home", work / "storage", work / "local"
     mount_root = work / "mr"
     for d in (home / ".conda", storage, local, mount_root):
@@ -1073,14 +1062,15 @@ def bench_images(quick: bool, work: Path) -> list[Row | Skipped]:
         # build: `create --image` vs a plain create plus mksquashfs of its tree (same options)
         t_image, t_plain, t_squash = [], [], []
         for _ in range(repeat):
-            t_image += timeit(lambda: create("--image"), 1)
             t0 = time.perf_counter()
-            tree = create()
+            image = create("--image")
+            t_image.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            plain = create()
             t_plain.append(time.perf_counter() - t0)
-            t_squash += timeit(functools.partial(squash, tree, work / "plain.sqfs"), 1)
+            t_squash += timeit(functools.partial(squash, plain, work / "plain.sqfs"), 1)
         plus = [p + q for p, q in zip(t_plain, t_squash, strict=True)]
-
-        plain, image = create(), create("--image")
+        # the last image env and plain env of the loop are the ones measured below
         plain_files, image_files = files_in(plain), files_in(image)
         # the same env as a plain directory on local disk (outside storage)
         run(hpcenv_cmd("-q", "create", "-p", str(local / "sci"), *specs, "-c", url), env=env)
@@ -1188,7 +1178,7 @@ def bench_fixed(quick: bool, work: Path) -> list[Row | Skipped]:
     raw_once()  # warm both caches
     hpcenv_once()
     t_raw, t_h = [], []
-    for _ in range(5 if quick else 21):
+    for _ in range(3 if quick else 21):
         t_raw += timeit(raw_once, 1)
         t_h += timeit(hpcenv_once, 1)
     extra = (statistics.median(t_h) - statistics.median(t_raw)) * 1e3
@@ -1278,9 +1268,17 @@ def main() -> int:
     )
     chosen = [s for s in args.only.split(",") if s] or list(SECTIONS)
     results: list[Row | Skipped] = []
-    with tempfile.TemporaryDirectory(prefix="hpcenv-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="hpcenv-bench-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        root = Path(tmp)
+        if args.quick and os.geteuid() == 0:
+            # a smoke run: scratch in memory, so no section waits on the writeback and the
+            # (discard-mounted) deletes of the one before it; the full run stays on disk
+            root = stack.enter_context(tmpfs(root / "ram", "12g"))
         for name in chosen:
-            work = Path(tmp) / name
+            work = root / name
             work.mkdir()
             t0 = time.perf_counter()
             try:

@@ -99,7 +99,7 @@ def _ms(times: list[float]) -> str:
 def bench_startup(quick: bool, work: Path, Row, demo_env) -> list:
     """`hpcenv --version` and `hpcenv activate NAME` as users get them, against `python -c
     pass` of the same installation; the other ways of running them, for context."""
-    repeat = 21 if quick else 31
+    repeat = 5 if quick else 31
     env, prefix = demo_env(work)
     venv = install_like_pip(work / "venv")
     clean = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")}
