@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """hpcenv benchmarks: each section times hpcenv against a baseline in the same run.
 
-    python bench/run.py --quick          # small sizes, < 2 minutes, prints the table
+    python bench/run.py --quick          # smoke run: small sizes, each row once, < 2 minutes
+                                         # (as root its scratch is a tmpfs); prints the table
     python bench/run.py                  # full sizes; writes bench/RESULTS.md
     python bench/run.py --only migration,usage
 
