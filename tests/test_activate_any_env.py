@@ -228,8 +228,13 @@ VENV_ROUND_TRIP = {  # activate the venv, then the env; deactivate twice
     "bash": (["bash", "-c"], ". {venv}/bin/activate; . {code}; "),
     "zsh": (["zsh", "-f", "-c"], ". {venv}/bin/activate; . {code}; "),
     "fish": (["fish", "--no-config", "-c"], "source {venv}/bin/activate.fish; source {code}; "),
-    # lines, not ';': tcsh expands aliases per line
-    "tcsh": (["tcsh", "-f", "-c"], "source {venv}/bin/activate.csh\nsource {code}\n"),
+    # lines, not ';': tcsh expands aliases per line. The venv's activate.csh reads $prompt,
+    # which only an interactive tcsh has: unset, its source stops there (and whether the rest
+    # of the -c script still runs varied from run to run), so the prompt is set as a user's is
+    "tcsh": (
+        ["tcsh", "-f", "-c"],
+        "set prompt = '> '\nsource {venv}/bin/activate.csh\nsource {code}\n",
+    ),
 }
 REPORT = {
     "fish": 'deactivate; echo "venv=$VIRTUAL_ENV"; deactivate; '
@@ -268,3 +273,4 @@ def test_deactivate_gives_back_the_venvs_deactivate(ready_home, tmp_path, shell)
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [f"venv={venv}", "after=0", f"path={path}"], r.stderr
+    assert "Undefined variable" not in r.stderr
