@@ -257,6 +257,36 @@ def user_env(work: Path) -> dict[str, str]:
     return env
 
 
+def warm_creates(work: Path, url: str, specs: list[str], runs: int) -> tuple[list, list]:
+    """`hpcenv create` and the plain py-rattler script of the same SPECS from URL, both with a
+    warm package cache (one untimed run of each fills it), interleaved run by run; the user's
+    directories are WORK/home and WORK/storage (`user_env`). (hpcenv times, script times)."""
+    raw = work / "raw.py"
+    raw.write_text(RAW_RATTLER)
+    (work / "home" / ".conda").mkdir(parents=True, exist_ok=True)
+    (work / "storage").mkdir(exist_ok=True)
+    env = user_env(work)
+    counter = iter(range(10_000))
+
+    def raw_once() -> None:
+        target = work / f"raw-env-{next(counter)}"
+        run([sys.executable, str(raw), url, str(work / "raw-cache"), str(target), *specs])
+        shutil.rmtree(target)
+
+    def hpcenv_once() -> None:
+        prefix = work / "storage" / f"env{next(counter)}"
+        run(hpcenv_cmd("-q", "create", "-p", str(prefix), *specs, "-c", url), env=env)
+        shutil.rmtree(prefix)
+
+    raw_once()
+    hpcenv_once()
+    t_raw, t_h = [], []
+    for _ in range(runs):
+        t_raw += timeit(raw_once, 1)
+        t_h += timeit(hpcenv_once, 1)
+    return t_h, t_raw
+
+
 def bench_create(quick: bool, work: Path) -> list[Row | Skipped]:
     """hpcenv create vs a plain py-rattler script: same channel, same specs, cold and warm.
 
@@ -601,30 +631,9 @@ def bench_real(quick: bool, work: Path) -> list[Row | Skipped]:
         return [Skipped("real", str(exc))]
     specs = ["python", "numpy", "tqdm"]
     repeat = 1 if quick else 7
-    raw = work / "raw.py"
-    raw.write_text(RAW_RATTLER)
-    home, storage = work / "home", work / "storage"
-    (home / ".conda").mkdir(parents=True)
-    storage.mkdir()
-    env = user_env(work)
+    t_h, t_raw = warm_creates(work, url, specs, repeat)
+    env, storage = user_env(work), work / "storage"
     counter = iter(range(10_000))
-
-    def raw_once() -> None:
-        target = work / f"raw-env-{next(counter)}"
-        run([sys.executable, str(raw), url, str(work / "raw-cache"), str(target), *specs])
-        shutil.rmtree(target)
-
-    def hpcenv_once() -> None:
-        prefix = storage / f"env{next(counter)}"
-        run(hpcenv_cmd("-q", "create", "-p", str(prefix), *specs, "-c", url), env=env)
-        shutil.rmtree(prefix)
-
-    raw_once()  # fill both package caches: the rows are warm creates
-    hpcenv_once()
-    t_raw, t_h = [], []
-    for _ in range(repeat):
-        t_raw += timeit(raw_once, 1)
-        t_h += timeit(hpcenv_once, 1)
     prefix = storage / "sci"
     run(hpcenv_cmd("-q", "create", "-p", str(prefix), *specs, "-c", url), env=env)
     files = sum(len(f) for _, _, f in os.walk(prefix))
@@ -1158,30 +1167,7 @@ def bench_fixed(quick: bool, work: Path) -> list[Row | Skipped]:
     from hpcenv.channel import PackageRecipe, build_channel
 
     url = build_channel(work / "chan", [PackageRecipe("tiny", "1.0", files={"share/t": "t\n"})])
-    raw = work / "raw.py"
-    raw.write_text(RAW_RATTLER)
-    home, storage = work / "home", work / "storage"
-    (home / ".conda").mkdir(parents=True)
-    storage.mkdir()
-    env = user_env(work)
-    counter = iter(range(10_000))
-
-    def raw_once() -> None:
-        target = work / f"raw-{next(counter)}"
-        run([sys.executable, str(raw), url, str(work / "raw-cache"), str(target), "tiny"])
-        shutil.rmtree(target)
-
-    def hpcenv_once() -> None:
-        prefix = storage / f"e{next(counter)}"
-        run(hpcenv_cmd("-q", "create", "-p", str(prefix), "tiny", "-c", url), env=env)
-        shutil.rmtree(prefix)
-
-    raw_once()  # warm both caches
-    hpcenv_once()
-    t_raw, t_h = [], []
-    for _ in range(3 if quick else 21):
-        t_raw += timeit(raw_once, 1)
-        t_h += timeit(hpcenv_once, 1)
+    t_h, t_raw = warm_creates(work, url, ["tiny"], 3 if quick else 21)
     extra = (statistics.median(t_h) - statistics.median(t_raw)) * 1e3
     return [
         Row(
