@@ -48,6 +48,12 @@ def _mount(h, name="im") -> Path:
     return Path(next(v["mount"] for v in rec["versions"] if v["id"] == rec["current"]))
 
 
+def _history(h, name="im") -> str:
+    """conda-meta/history of the env's current version, read where its commands see it."""
+    cat = 'cat "$CONDA_PREFIX/conda-meta/history"'
+    return hpcenv_ok(h, "run", name, "--", "sh", "-c", cat).stdout
+
+
 def _base(h) -> Path:
     return mounts.user_base(str(h["mount_root"]))
 
@@ -214,8 +220,11 @@ def test_install_makes_a_new_version_and_a_switch_killed_midway_is_cleaned(image
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
         "SLURM_CONF": "/nonexistent",
     }
+    history = _history(h)
     r = hpcenv_ok(h, "install", "im", "numtool", **no_slurm)
     assert "+numtool 1.0" in r.stdout
+    # the new version's history goes on from the old one's, as a plain env's would
+    assert _history(h).startswith(history) and "# update specs: ['numtool']" in _history(h)
     rec = _record(h)
     assert rec["current"] != old and [v["number"] for v in rec["versions"]] == [1, 2]
     assert "could not ask SLURM" in r.stderr  # so the older version stays, as packs do
@@ -262,8 +271,10 @@ def test_image_converts_a_plain_env_and_deletes_its_tree(image_home):
     stray.unlink()
     dry = hpcenv_ok(h, "image", "plain", "--dry-run")
     assert "would replace" in dry.stdout and (prefix / "conda-meta").is_dir()
+    history = (prefix / "conda-meta" / "history").read_text()
     r = hpcenv_ok(h, "image", "plain", "--yes")
     assert "is an image env now" in r.stdout
+    assert history and _history(h, "plain") == history  # the image keeps what the env said
     assert len(os.listdir(prefix)) == 2 and not (prefix / "conda-meta").exists()
     assert "envs/plain" not in _environments_txt(h)
     out = hpcenv_ok(h, "run", "plain", "--", "python", "-c", "import hello; print(hello.greet())")
