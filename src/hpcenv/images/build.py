@@ -23,6 +23,21 @@ class Built:
     warnings: tuple[str, ...]
 
 
+def keep_history(history: Path) -> Callable[[Path], None]:
+    """HISTORY's bytes as they are now, to write into a new version's tree: what an env's
+    `conda-meta/history` says survives its rebuild (nothing is written when it had none)."""
+    try:
+        kept = history.read_bytes()
+    except OSError:
+        kept = b""
+
+    def into(tree: Path) -> None:
+        if kept:
+            (tree / "conda-meta" / "history").write_bytes(kept)
+
+    return into
+
+
 def build_version(
     layout,
     settings,

@@ -13,7 +13,7 @@ from typing import Any
 
 from hpcenv.errors import RefusedError
 from hpcenv.images import mounts
-from hpcenv.images.build import build_version
+from hpcenv.images.build import build_version, keep_history
 from hpcenv.images.record import SUFFIX, ImageEnv, is_image_dir, label_for, write_image
 from hpcenv.journal import tick
 from hpcenv.registry import META_DIR
@@ -100,7 +100,6 @@ def convert(layout, settings, plan: ConvertPlan, *, drop: bool = False, progress
         )
     mounts.check_tools(build=True)
     prefix = plan.prefix
-    history = prefix / "conda-meta" / "history"
     with storage_lock(layout, settings, on_wait):
         recover(layout)
         state = engine.read_prefix(prefix)
@@ -109,15 +108,7 @@ def convert(layout, settings, plan: ConvertPlan, *, drop: bool = False, progress
                 f"{plan.name or prefix} changed while hpcenv was planning; nothing was changed",
                 hint="re-run the command",
             )
-        try:
-            kept_history = history.read_bytes()
-        except OSError:
-            kept_history = b""
-
-        def records(tree: Path) -> None:
-            if kept_history:
-                (tree / "conda-meta" / "history").write_bytes(kept_history)
-
+        records = keep_history(prefix / "conda-meta" / "history")
         tx = begin_build(layout, prefix, plan.name, replace=True, specs=list(plan.meta.specs))
         try:
             os.mkdir(tx.tmp, 0o755)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hpcenv.errors import OperationError, RefusedError
 from hpcenv.images import mounts
-from hpcenv.images.build import build_version
+from hpcenv.images.build import build_version, keep_history
 from hpcenv.images.record import (
     _ID,
     _TMP_IMAGE,
@@ -71,15 +71,10 @@ def apply_update(layout, settings, plan, *, progress: bool = False, on_wait=None
                 hint="re-run the command",
             )
         old = mount_current(plan.prefix)
-        history = Path(old.mount) / "conda-meta" / "history"
-        try:
-            kept_history = history.read_bytes()
-        except OSError:
-            kept_history = b""
+        history = keep_history(Path(old.mount) / "conda-meta" / "history")
 
         def records(tree: Path) -> None:
-            if kept_history:
-                (tree / "conda-meta" / "history").write_bytes(kept_history)
+            history(tree)
             write_records(
                 tree, plan.installed, plan.target, update_specs=plan.update_specs,
                 remove_specs=plan.remove_specs,
