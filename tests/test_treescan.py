@@ -187,6 +187,9 @@ def forks(monkeypatch) -> list[int]:
 def test_a_big_fast_walk_is_finished_by_forked_processes(tree, monkeypatch, forks) -> None:
     env = tree["env"]
     add_many(env)
+    # every filesystem counts as fast: a probe of 5 entries timed on a loaded machine could
+    # exceed 5 x 20 us and take the slow-filesystem (threads) path instead
+    monkeypatch.setattr(treescan.walk, "SLOW_ENTRY_S", 1.0)
     monkeypatch.setattr(treescan.walk, "PROBE_ENTRIES", 5)
     monkeypatch.setattr(treescan.walk, "FORK_AFTER_ENTRIES", 10)
     monkeypatch.setattr(treescan.walk, "_auto_processes", lambda: 3)
